@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## run: set up SQLite under var/, seed the demo practice, serve on 127.0.0.1:$ALLIANCE_PORT (5000)
+run: $(STAMP)
+	$(BIN)/alliance-check dev-init
+	$(BIN)/alliance-check serve
+
+## test: lint, then the whole suite (on PostgreSQL too when ALLIANCE_TEST_DATABASE_URL is set)
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+## bench: throughput and latency figures as ratios against same-run baselines
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

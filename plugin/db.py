@@ -1,0 +1,145 @@
+"""Bind SQLAlchemy to the app: one engine, a session per request or job, and migrations."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from alembic import command
+from alembic.config import Config
+from flask import Flask, current_app, g
+from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every model."""
+
+
+class UTCDateTime(TypeDecorator):
+    """Store naive UTC, hand back aware UTC, so SQLite and PostgreSQL behave alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        """Refuse naive datetimes and store UTC without tzinfo."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; store UTC only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        """Mark what we stored as UTC."""
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def normalize_url(url: str) -> str:
+    """Route plain postgresql:// URLs to psycopg 3, the driver we ship."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; on SQLite turn on WAL and let SQLAlchemy own transactions."""
+    url = normalize_url(url)
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # pysqlite's own BEGIN handling breaks SAVEPOINT and defers locks; take it over.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        # IMMEDIATE takes the write lock up front, so two writers queue instead of deadlocking.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """Own the engine and the session factory for one app."""
+
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """Yield a session for one job run; commit is the caller's, rollback is automatic."""
+        with self.sessions() as session:
+            yield session
+
+
+def init_app(app: Flask) -> None:
+    """Create the Database, close request sessions on teardown, add the `db` commands."""
+    app.extensions["db"] = Database(app.config["DATABASE_URL"])
+    app.teardown_appcontext(_close_session)
+    app.cli.add_command(db_cli)
+
+
+def database() -> Database:
+    """Return the current app's Database."""
+    return current_app.extensions["db"]
+
+
+def get_session() -> Session:
+    """Return this request's session, opening it on first use."""
+    if "db_session" not in g:
+        g.db_session = database().sessions()
+    return g.db_session
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def alembic_config(connection) -> Config:
+    """Build an Alembic config that runs our migrations on the given connection."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database to a revision."""
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate the database down to a revision."""
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), revision)
+
+
+@click.group("db")
+def db_cli() -> None:
+    """Manage the database schema."""
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def upgrade_command(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    upgrade(database().engine, revision)
+    click.echo(f"database at {revision}")

@@ -1,0 +1,129 @@
+"""Jobs that move invitations: send the due ones and expire the stale ones. Safe to rerun."""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from plugin.crypto import Vault, new_token
+from plugin.mailer import DeliveryError, Mailer
+from plugin.messages import invitation_email
+from plugin.models import Invitation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """What the dispatcher needs from config."""
+
+    base_url: str
+    sender: str
+    ttl: timedelta
+    max_attempts: int
+    retry: timedelta
+    batch: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "DispatchSettings":
+        """Read the settings from a Flask config."""
+        return cls(
+            base_url=config["PUBLIC_BASE_URL"].rstrip("/"),
+            sender=config["MAIL_FROM"],
+            ttl=timedelta(hours=config["INVITATION_TTL_HOURS"]),
+            max_attempts=config["DELIVERY_MAX_ATTEMPTS"],
+            retry=timedelta(seconds=config["DELIVERY_RETRY_SECONDS"]),
+            batch=config["BATCH_SIZE"],
+        )
+
+
+def _claim_due(session: Session, now: datetime) -> Invitation | None:
+    # SKIP LOCKED lets several workers share the queue on PostgreSQL; on SQLite the
+    # BEGIN IMMEDIATE in plugin.db serialises claims instead.
+    return session.scalar(
+        select(Invitation)
+        .where(Invitation.status == "pending", Invitation.next_attempt_at <= now)
+        .order_by(Invitation.next_attempt_at)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=Invitation)
+    )
+
+
+def _send(invitation: Invitation, mailer: Mailer, vault: Vault, settings, now) -> None:
+    contact = vault.open(invitation.contact)
+    if not contact.get("email"):
+        raise DeliveryError("no email address; SMS is not available yet", permanent=True)
+    token, token_hash = new_token()
+    expires_at = now + settings.ttl
+    message = invitation_email(
+        to=contact["email"],
+        sender=settings.sender,
+        link=f"{settings.base_url}/q/{token}",
+        practice_name=invitation.practice.name,
+        sent_at=now,
+        expires_at=expires_at,
+        key=invitation.id,
+    )
+    # The lock on the row is held across the send, so a crash before commit leaves the row
+    # pending and a later tick sends again with a new link: at least once, never lost.
+    mailer.send(message, key=invitation.id)
+    invitation.token_hash = token_hash
+    invitation.status = "sent"
+    invitation.channel = mailer.channel
+    invitation.sent_at = now
+    invitation.expires_at = expires_at
+    invitation.last_error = None
+
+
+def _record_failure(invitation: Invitation, exc: DeliveryError, settings, now) -> None:
+    invitation.attempts += 1
+    invitation.last_error = exc.reason
+    if exc.permanent or invitation.attempts >= settings.max_attempts:
+        invitation.status = "failed"
+        invitation.contact = None
+    else:
+        invitation.next_attempt_at = now + settings.retry * 2 ** (invitation.attempts - 1)
+
+
+def dispatch_due(
+    sessions: sessionmaker, mailer: Mailer, vault: Vault, settings: DispatchSettings, now: datetime
+) -> int:
+    """Send every invitation that is due, one row per transaction; return how many went out."""
+    sent = 0
+    for _ in range(settings.batch):
+        with sessions() as session, session.begin():
+            invitation = _claim_due(session, now)
+            if invitation is None:
+                break
+            try:
+                _send(invitation, mailer, vault, settings, now)
+                sent += 1
+                log.info("invitation.sent", extra={"invitation_id": invitation.id})
+            except Exception as exc:
+                # Anything unexpected counts as a failed attempt, so one bad row cannot block
+                # the queue; only the exception's type is kept, its text may hold an address.
+                if not isinstance(exc, DeliveryError):
+                    exc = DeliveryError(f"internal error ({type(exc).__name__})")
+                _record_failure(invitation, exc, settings, now)
+                log.warning(
+                    "invitation.delivery_failed",
+                    extra={
+                        "invitation_id": invitation.id,
+                        "reason": exc.reason,
+                        "status": invitation.status,
+                    },
+                )
+    return sent
+
+
+def expire_stale(sessions: sessionmaker, now: datetime) -> int:
+    """Mark sent invitations past their deadline expired and purge their contact details."""
+    with sessions() as session, session.begin():
+        result = session.execute(
+            update(Invitation)
+            .where(Invitation.status == "sent", Invitation.expires_at <= now)
+            .values(status="expired", contact=None)
+        )
+    return result.rowcount

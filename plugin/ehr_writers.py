@@ -1,0 +1,89 @@
+"""Where scored responses go: one writer interface, chosen per practice by its EHR target."""
+
+import fcntl
+import json
+from pathlib import Path
+from typing import Protocol
+
+
+class FhirError(Exception):
+    """An EHR write failed; `retryable` says whether the same write may succeed later."""
+
+    def __init__(self, reason: str, *, retryable: bool, response: object = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.response = response
+
+
+class EhrTargetError(ValueError):
+    """An EHR target string is not one we can write to."""
+
+
+class EhrWriter(Protocol):
+    """Write one transaction Bundle; must be idempotent, because a retry resends it."""
+
+    def write(self, bundle: dict) -> str:
+        """Write the bundle and return the path taken (e.g. "transaction", "ndjson")."""
+        ...
+
+
+class NdjsonSink:
+    """Append resources to <dir>/<ResourceType>.ndjson, honouring conditional creates."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def write(self, bundle: dict) -> str:
+        """Write each entry once per identifier, with urn:uuid references resolved."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(self.directory / ".lock", "w") as lock:
+                # One writer at a time, so the identifier check and the append are atomic.
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                for resource in _resolved(bundle):
+                    self._create_once(resource)
+        except OSError as exc:
+            raise FhirError(f"sink not writable ({type(exc).__name__})", retryable=True) from exc
+        return "ndjson"
+
+    def _create_once(self, resource: dict) -> None:
+        path = self.directory / f"{resource['resourceType']}.ndjson"
+        wanted = {(i["system"], i["value"]) for i in _identifiers(resource)}
+        if path.exists():
+            with path.open() as existing:
+                for line in existing:
+                    if wanted & {(i["system"], i["value"]) for i in _identifiers(json.loads(line))}:
+                        return
+        with path.open("a") as out:
+            out.write(json.dumps(resource, separators=(",", ":")) + "\n")
+
+
+def _identifiers(resource: dict) -> list[dict]:
+    identifier = resource.get("identifier", [])
+    return identifier if isinstance(identifier, list) else [identifier]
+
+
+def _resolved(bundle: dict) -> list[dict]:
+    """Give each resource the id from its urn:uuid fullUrl and point references at it."""
+    ids = {}
+    for entry in bundle["entry"]:
+        ids[entry["fullUrl"]] = f"{entry['resource']['resourceType']}/{entry['fullUrl'][9:]}"
+    text = json.dumps([entry["resource"] for entry in bundle["entry"]])
+    for urn, reference in ids.items():
+        text = text.replace(json.dumps(urn), json.dumps(reference))
+    resources = json.loads(text)
+    for entry, resource in zip(bundle["entry"], resources, strict=True):
+        resource["id"] = entry["fullUrl"][9:]
+    return resources
+
+
+def writer_for(target: str, root: Path) -> EhrWriter:
+    """Return the writer for a practice's EHR target; relative paths are under root."""
+    scheme, _, rest = target.partition(":")
+    if scheme == "ndjson" and rest:
+        path = Path(rest)
+        return NdjsonSink(path if path.is_absolute() else root / path)
+    if scheme in ("http", "https"):
+        raise EhrTargetError("FHIR server targets are not supported yet; use ndjson:<dir>")
+    raise EhrTargetError("EHR target must look like ndjson:<dir>")

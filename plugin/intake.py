@@ -1,0 +1,86 @@
+"""Turn an acknowledged session-ended event into a durable SessionEvent and its Invitation."""
+
+import enum
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from plugin.crypto import Vault
+from plugin.models import Invitation, Practice, SessionEvent, new_id
+from webhooks.events import SessionEnded
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    """What became of an event; every outcome is acknowledged with a 2xx."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    UNKNOWN_ACCOUNT = "unknown_account"
+
+
+def _insert(session: Session):
+    dialect = session.get_bind().dialect.name
+    return (postgresql if dialect == "postgresql" else sqlite).insert
+
+
+def record_session_ended(
+    session: Session, event: SessionEnded, *, vault: Vault, questionnaire: str, now: datetime
+) -> Outcome:
+    """Store the event and a due invitation once; a replay by id or by session stores nothing."""
+    practice = session.scalar(select(Practice).where(Practice.account_id == event.account_id))
+    if practice is None:
+        log.info("webhook.unknown_account", extra={"account_id": event.account_id})
+        return Outcome.UNKNOWN_ACCOUNT
+
+    event_row_id = new_id()
+    # ON CONFLICT DO NOTHING covers both unique keys (webhook id, and practice+session), so
+    # concurrent replays race safely inside the database instead of in Python.
+    inserted = session.execute(
+        _insert(session)(SessionEvent)
+        .values(
+            id=event_row_id,
+            practice_id=practice.id,
+            platform=event.platform,
+            event_id=event.event_id,
+            session_id=event.session_id,
+            started_at=event.started_at,
+            ended_at=event.ended_at,
+            patient_ref=event.client.reference,
+            practitioner_ref=event.practitioner.reference,
+            encounter_ref=event.encounter.reference if event.encounter else None,
+            received_at=now,
+        )
+        .on_conflict_do_nothing()
+    )
+    if inserted.rowcount == 0:
+        session.rollback()
+        log.info("webhook.duplicate", extra={"practice_id": practice.id})
+        return Outcome.DUPLICATE
+
+    contact = {"email": event.client.email, "phone": event.client.phone}
+    invitation = Invitation(
+        practice_id=practice.id,
+        session_event_id=event_row_id,
+        questionnaire=questionnaire,
+        contact=vault.seal(contact),
+        language=event.client.language,
+        due_at=now,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(invitation)
+    session.commit()
+    log.info(
+        "webhook.stored",
+        extra={
+            "practice_id": practice.id,
+            "session_event_id": event_row_id,
+            "invitation_id": invitation.id,
+        },
+    )
+    return Outcome.STORED

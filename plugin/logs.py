@@ -1,0 +1,35 @@
+"""Structured JSON logs carrying ids only; callers pass ids through `extra`, never PHI."""
+
+import json
+import logging
+from datetime import UTC, datetime
+
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Render a record as one JSON line: time, level, logger, event, then the extra ids."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format one record."""
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            # The type only: exception text can carry request data.
+            line["error"] = record.exc_info[0].__name__
+        return json.dumps(line, default=str)
+
+
+def configure(level: str) -> None:
+    """Send every log line to stderr as JSON."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # APScheduler reports every successful tick at INFO; only its problems are news.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

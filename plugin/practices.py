@@ -1,0 +1,91 @@
+"""Practices (installations): add and list them, from code or the `practice` command."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from plugin.db import database
+from plugin.ehr_writers import EhrTargetError, writer_for
+from plugin.models import Practice
+from webhooks.events import is_iana_timezone
+
+
+class PracticeError(ValueError):
+    """A practice cannot be added as asked."""
+
+
+def add_practice(
+    session: Session, *, account_id: str, name: str, timezone: str, ehr_target: str, root: Path
+) -> Practice:
+    """Validate and store a new practice; the account id must be new."""
+    if not is_iana_timezone(timezone):
+        raise PracticeError(f"unknown time zone {timezone!r}; use an IANA name like Europe/Paris")
+    try:
+        writer_for(ehr_target, root)
+    except EhrTargetError as exc:
+        raise PracticeError(str(exc)) from exc
+    if session.scalar(select(Practice).where(Practice.account_id == account_id)):
+        raise PracticeError(f"account {account_id!r} is already installed")
+    practice = Practice(
+        account_id=account_id,
+        name=name,
+        timezone=timezone,
+        ehr_target=ehr_target,
+        created_at=datetime.now(UTC),
+    )
+    session.add(practice)
+    session.commit()
+    return practice
+
+
+@click.group("practice")
+def practice_cli() -> None:
+    """Manage practice installations."""
+
+
+@practice_cli.command("add")
+@click.argument("account_id")
+@click.option("--name", required=True, help="The practice's name, shown to clients.")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
+@click.option(
+    "--ehr",
+    "ehr_target",
+    default="ndjson:var/ehr",
+    show_default=True,
+    help="Where responses are written, e.g. ndjson:var/ehr.",
+)
+def add_command(account_id: str, name: str, timezone: str, ehr_target: str) -> None:
+    """Install a practice under its platform ACCOUNT_ID."""
+    with database().session() as session:
+        try:
+            practice = add_practice(
+                session,
+                account_id=account_id,
+                name=name,
+                timezone=timezone,
+                ehr_target=ehr_target,
+                root=Path(current_app.instance_path).parent,
+            )
+        except PracticeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"added practice {practice.account_id} ({practice.id})")
+
+
+@practice_cli.command("list")
+def list_command() -> None:
+    """List installed practices."""
+    with database().session() as session:
+        practices = session.scalars(select(Practice).order_by(Practice.account_id)).all()
+    if not practices:
+        click.echo("no practices installed; add one with `alliance-check practice add`")
+    for p in practices:
+        click.echo(f"{p.account_id}\t{p.name}\t{p.timezone}\t{p.ehr_target}")
+
+
+def init_app(app: Flask) -> None:
+    """Add the `practice` commands."""
+    app.cli.add_command(practice_cli)

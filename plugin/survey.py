@@ -1,0 +1,163 @@
+"""The client's questionnaire page: GET renders it, POST scores it and queues the EHR write."""
+
+import logging
+from datetime import UTC, datetime
+
+from flask import Blueprint, Flask, Response, current_app, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import select, update
+
+from fhir_mappings.bundle import ResponseContext, build_transaction
+from fhir_mappings.scoring import score, validate_answers
+from plugin.crypto import hash_token, vault
+from plugin.db import get_session
+from plugin.errors import page
+from plugin.instruments import instrument_for
+from plugin.models import EhrWrite, Invitation
+
+log = logging.getLogger(__name__)
+bp = Blueprint("survey", __name__, url_prefix="/q")
+csrf = CSRFProtect()
+
+# token_urlsafe(32) is 43 characters; anything far longer is not ours and is not hashed.
+MAX_TOKEN_LENGTH = 64
+
+
+def _find(token: str) -> Invitation | None:
+    if len(token) > MAX_TOKEN_LENGTH:
+        return None
+    return get_session().scalar(
+        select(Invitation).where(Invitation.token_hash == hash_token(token))
+    )
+
+
+def _unavailable(invitation: Invitation | None, now: datetime) -> Response | None:
+    """Return the page for a link that cannot be answered, or None if it can."""
+    if invitation is None or invitation.status not in ("sent", "answered", "expired"):
+        return page(
+            404,
+            "gone.html",
+            title="Link not found",
+            message="This link is not valid. Please check that you copied all of it.",
+        )
+    if invitation.status == "answered":
+        return page(
+            409,
+            "gone.html",
+            title="Already submitted",
+            message="Your answers for this session were already submitted. Thank you.",
+        )
+    if invitation.status == "expired" or invitation.expires_at <= now:
+        return page(
+            410,
+            "gone.html",
+            title="This link has expired",
+            message="This questionnaire is no longer open. Thank you all the same.",
+        )
+    return None
+
+
+def _form(invitation: Invitation, status: int = 200, errors=None, given=None) -> Response:
+    return page(
+        status,
+        "survey.html",
+        instrument=instrument_for(invitation.questionnaire),
+        practice_name=invitation.practice.name,
+        errors=errors or {},
+        given=given or {},
+    )
+
+
+@bp.get("/<token>")
+def show(token: str) -> Response:
+    """Render the questionnaire for a valid, unanswered link."""
+    invitation = _find(token)
+    return _unavailable(invitation, datetime.now(UTC)) or _form(invitation)
+
+
+@bp.post("/<token>")
+def submit(token: str) -> Response:
+    """Validate and score the answers, then record the EHR write before thanking the client."""
+    csrf.protect()
+    now = datetime.now(UTC)
+    invitation = _find(token)
+    if (gone := _unavailable(invitation, now)) is not None:
+        return gone
+    instrument = instrument_for(invitation.questionnaire)
+    answers, errors = validate_answers(instrument, request.form)
+    if errors:
+        given = {key: request.form.get(key, "") for key in (i.link_id for i in instrument.items)}
+        return _form(invitation, 422, errors, given)
+
+    event = invitation.session_event
+    bundle = build_transaction(
+        instrument,
+        answers,
+        score(instrument, answers),
+        ResponseContext(
+            response_id=invitation.id,
+            identifier_system=current_app.config["FHIR_IDENTIFIER_SYSTEM"],
+            patient=event.patient_ref,
+            practitioner=event.practitioner_ref,
+            encounter=event.encounter_ref,
+            authored=now,
+            session_ended_at=event.ended_at,
+        ),
+    )
+    session = get_session()
+    # The conditional update is the single-use gate: of two racing submissions, one wins.
+    claimed = session.execute(
+        update(Invitation)
+        .where(
+            Invitation.id == invitation.id, Invitation.status == "sent", Invitation.expires_at > now
+        )
+        .values(status="answered", answered_at=now, contact=None)
+    ).rowcount
+    if not claimed:
+        session.rollback()
+        session.refresh(invitation)
+        return _unavailable(invitation, now) or page(409, "gone.html", title="Already submitted")
+    session.add(
+        EhrWrite(
+            practice_id=invitation.practice_id,
+            invitation_id=invitation.id,
+            bundle=vault().seal(bundle),
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    session.commit()
+    log.info("survey.answered", extra={"invitation_id": invitation.id})
+    return page(200, "thanks.html", title="Thank you")
+
+
+@bp.after_request
+def _private(response: Response) -> Response:
+    # The URL is a credential: no caching, no referrer, no framing, nothing from elsewhere.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return response
+
+
+def _csrf_failed(_exc: CSRFError) -> Response:
+    return page(
+        400,
+        "error.html",
+        title="Please try again",
+        message="This page could not be sent. Please open the link from your message "
+        "again; your browser needs to allow cookies for this site.",
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Register the questionnaire pages and their CSRF protection."""
+    # Checked explicitly in submit(): webhooks are authenticated by signature, not cookies.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    csrf.init_app(app)
+    app.register_error_handler(CSRFError, _csrf_failed)
+    app.register_blueprint(bp)

@@ -1,0 +1,122 @@
+"""Decode webhook bodies and check them against a JSON Schema without echoing values."""
+
+import functools
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
+from jsonschema.exceptions import relevance
+from jsonschema.protocols import Validator
+
+from webhooks.errors import InvalidPayloadError
+from webhooks.events import is_iana_timezone
+
+# An unexpected key is named back to the sender only when it cannot be free text (PHI).
+_SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+_FORMAT_TEXT = {
+    "date-time": "must be an RFC 3339 date-time with an offset, e.g. 2026-01-05T14:00:00Z",
+    "iana-time-zone": "must be an IANA time zone name, e.g. America/New_York",
+}
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    """Decode body as a JSON object or raise InvalidPayloadError(field="body")."""
+    try:
+        document = json.loads(body)
+    # ValueError covers bad JSON, bad UTF-8 and over-long integers; deep nesting recurses.
+    except (ValueError, RecursionError) as exc:
+        raise InvalidPayloadError("body", "body is not valid UTF-8 JSON") from exc
+    if not isinstance(document, dict):
+        raise InvalidPayloadError("body", "body must be a JSON object")
+    return document
+
+
+def parse_datetime(value: str) -> datetime:
+    """Convert a schema-checked RFC 3339 string to an aware UTC datetime."""
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def validate(instance: dict[str, Any], schema_name: str) -> None:
+    """Raise InvalidPayloadError for the most relevant violation of the named schema."""
+    error = max(_validator(schema_name).iter_errors(instance), key=relevance, default=None)
+    if error is not None:
+        field, text = _describe(error)
+        raise InvalidPayloadError(field, f"{field} {text}")
+
+
+@functools.cache
+def _validator(schema_name: str) -> Validator:
+    """Build (once) a Draft 2020-12 validator for a schema shipped in webhooks/schemas."""
+    text = resources.files("webhooks").joinpath("schemas", schema_name).read_text("utf-8")
+    schema = json.loads(text)
+    # Python's `$` also matches before a final "\n"; fullmatch gives ECMA-262's meaning.
+    cls = validators.extend(Draft202012Validator, {"pattern": _fullmatch_pattern})
+    checker = FormatChecker(formats=())
+    checker.checks("date-time")(_is_datetime)
+    checker.checks("iana-time-zone")(_is_timezone)
+    return cls(schema, format_checker=checker)
+
+
+def _fullmatch_pattern(
+    validator: Validator, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    """Require the whole string to match, as JSON Schema's anchored patterns intend."""
+    if validator.is_type(instance, "string") and not re.fullmatch(pattern, instance):
+        yield ValidationError("does not match the pattern")
+
+
+def _is_datetime(instance: object) -> bool:
+    """Accept only real calendar instants that carry an offset."""
+    if not isinstance(instance, str):
+        return True
+    try:
+        return datetime.fromisoformat(instance).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def _is_timezone(instance: object) -> bool:
+    """Accept only zones the tz database knows."""
+    return not isinstance(instance, str) or is_iana_timezone(instance)
+
+
+def _describe(error: ValidationError) -> tuple[str, str]:
+    """Name the failing field and say what is wrong using only the schema, never the value."""
+    path = [str(part) for part in error.absolute_path]
+    kind, rule = error.validator, error.validator_value
+    if kind == "required":
+        missing = next(name for name in rule if name not in error.instance)
+        return _join(path, missing), "is required"
+    if kind == "additionalProperties":
+        known = error.schema.get("properties", {})
+        extra = sorted(key for key in error.instance if key not in known)[0]
+        if _SAFE_KEY.fullmatch(extra):
+            return _join(path, extra), "is not an allowed property"
+        return _join(path), "has a property that is not allowed"
+    field = _join(path)
+    if kind == "anyOf" and all(set(branch) == {"required"} for branch in rule):
+        names = ", ".join(name for branch in rule for name in branch["required"])
+        return field, f"must include at least one of: {names}"
+    if kind == "type":
+        return field, f"must be of type {rule}"
+    if kind == "const":
+        return field, f"must be {json.dumps(rule)}"
+    if kind == "minLength":
+        return field, "must not be empty" if rule == 1 else f"must be at least {rule} characters"
+    if kind == "maxLength":
+        return field, f"must be at most {rule} characters"
+    if kind == "format":
+        return field, _FORMAT_TEXT.get(rule, f"must be a valid {rule}")
+    if kind == "pattern" and "description" in error.schema:
+        return field, f"is not in the expected format ({error.schema['description'].rstrip('.')})"
+    return field, "is not in the expected format" if kind == "pattern" else "is not valid"
+
+
+def _join(path: list[str], *more: str) -> str:
+    """Join path parts with dots, or name the whole body when there are none."""
+    return ".".join([*path, *more]) or "body"
