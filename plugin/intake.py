@@ -40,7 +40,7 @@ def record_session_ended(
     event_row_id = new_id()
     # ON CONFLICT DO NOTHING covers both unique keys (webhook id, and practice+session), so
     # concurrent replays race safely inside the database instead of in Python.
-    inserted = session.execute(
+    inserted = session.scalar(
         _insert(session)(SessionEvent)
         .values(
             id=event_row_id,
@@ -56,8 +56,9 @@ def record_session_ended(
             received_at=now,
         )
         .on_conflict_do_nothing()
+        .returning(SessionEvent.id)
     )
-    if inserted.rowcount == 0:
+    if inserted is None:
         session.rollback()
         log.info("webhook.duplicate", extra={"practice_id": practice.id})
         return Outcome.DUPLICATE

@@ -32,7 +32,7 @@ class SessionEvent(Base):
 
     __tablename__ = "session_events"
     __table_args__ = (
-        UniqueConstraint("platform", "event_id"),
+        UniqueConstraint("practice_id", "platform", "event_id"),
         UniqueConstraint("practice_id", "platform", "session_id"),
     )
 

@@ -41,7 +41,7 @@ def upgrade() -> None:
     sa.Column('received_at', plugin.db.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['practice_id'], ['practices.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('platform', 'event_id'),
+    sa.UniqueConstraint('practice_id', 'platform', 'event_id'),
     sa.UniqueConstraint('practice_id', 'platform', 'session_id')
     )
     op.create_table('invitations',

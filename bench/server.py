@@ -1,0 +1,209 @@
+"""Prepare an instance folder and database, and run gunicorn on it as a subprocess."""
+
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import requests
+from cryptography.fernet import Fernet
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from plugin import create_app
+from plugin.db import database, upgrade
+from plugin.practices import add_practice
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DATABASE = "alliance_bench"
+START_TIMEOUT_SECONDS = 30
+STOP_TIMEOUT_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What the load generator needs to know about a prepared instance."""
+
+    path: Path
+    database_url: str
+    webhook_secret: str
+
+
+def prepare_instance(path: Path, database_url: str, account_id: str) -> Instance:
+    """Write fresh secrets to <path>/alliance.toml, migrate the database, seed one practice."""
+    path.mkdir(parents=True, exist_ok=True)
+    webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    settings = path / "alliance.toml"
+    settings.write_text(
+        "# Written by `python -m bench` for one run; thrown away afterwards.\n"
+        f'SECRET_KEY = "{secrets.token_urlsafe(32)}"\n'
+        f'SECRET_KEYS = "{Fernet.generate_key().decode()}"\n'
+        f'STANDARD_WEBHOOK_SECRET = "{webhook_secret}"\n'
+        f'DATABASE_URL = "{database_url}"\n'
+        "SCHEDULER_ENABLED = false\n"
+        'LOG_LEVEL = "INFO"\n'
+    )
+    settings.chmod(0o600)
+    app = create_app({"INSTANCE_PATH": str(path)})
+    with app.app_context():
+        engine = database().engine
+        upgrade(engine)
+        with database().session() as session:
+            add_practice(
+                session,
+                account_id=account_id,
+                name="Bench Practice",
+                timezone="America/New_York",
+                ehr_target="ndjson:ehr",
+                root=path,
+            )
+        engine.dispose()
+    return Instance(path=path, database_url=database_url, webhook_secret=webhook_secret)
+
+
+@contextmanager
+def postgres_database(url: str) -> Iterator[str]:
+    """Create the dedicated database alliance_bench next to `url`'s, yield its URL, drop it.
+
+    The database named in `url` (e.g. the test database) is only used to connect from; its
+    tables are never touched.
+    """
+    server = make_url(url)
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = sql.Identifier(BENCH_DATABASE)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+    try:
+        yield server.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Gunicorn:
+    """One gunicorn master (gthread workers) serving bench.app on 127.0.0.1."""
+
+    def __init__(self, instance: Instance, workers: int, threads: int) -> None:
+        """Remember the settings; start() launches the process."""
+        self.instance = instance
+        self.workers = workers
+        self.threads = threads
+        self.port = free_port()
+        self.log_path = instance.path / "gunicorn.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        """Return the server's root URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Launch gunicorn and wait until /healthz answers, or raise with the log's tail."""
+        # Only our settings reach the workers: a stray ALLIANCE_DATABASE_URL in the caller's
+        # environment would otherwise beat the instance file.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALLIANCE_")}
+        env["ALLIANCE_INSTANCE_PATH"] = str(self.instance.path)
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+            "bench.app:create_bench_app()",
+        ]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                if requests.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    # Each worker imports the app on its own; give the others a moment too.
+                    time.sleep(0.5)
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        tail = self.log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"gunicorn did not start; its log ends with:\n{tail}")
+
+    def stop(self) -> None:
+        """Stop the master we started (it stops its workers), killing it if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+
+    def cpu_seconds(self) -> float | None:
+        """Return user+system CPU seconds of the master and its workers so far (Linux only)."""
+        if self.process is None:
+            return None
+        pids = [self.process.pid, *_children(self.process.pid)]
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return None
+            # After the ")" closing the command name: utime and stime are fields 12 and 13.
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def __enter__(self) -> "Gunicorn":
+        """Start on entry."""
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Always stop on exit."""
+        self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """Return the pids whose parent is `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
