@@ -142,21 +142,30 @@ class Gunicorn:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if requests.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    # Each worker imports the app on its own; give the others a moment too.
-                    time.sleep(0.5)
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
+        try:
+            if self._wait_until_ready():
+                return
+        except BaseException:
+            self.stop()
+            raise
         self.stop()
         tail = self.log_path.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"gunicorn did not start; its log ends with:\n{tail}")
+
+    def _wait_until_ready(self) -> bool:
+        """Poll /healthz until it answers 200 (True), or the process dies or time runs out."""
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                # The master listens before the workers have imported the app: allow time.
+                if requests.get(f"{self.base_url}/healthz", timeout=5).status_code == 200:
+                    # Each worker imports the app on its own; give the others a moment too.
+                    time.sleep(1.0)
+                    return True
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        return False
 
     def stop(self) -> None:
         """Stop the master we started (it stops its workers), killing it if it lingers."""

@@ -163,3 +163,7 @@ def demo(timeout: int) -> None:
             raise click.ClickException(f"delivery failed: {invitation.last_error}")
         time.sleep(0.5)
     raise click.ClickException("no invitation was sent in time; is the service running?")
+
+
+if __name__ == "__main__":
+    main()

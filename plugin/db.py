@@ -9,6 +9,7 @@ import click
 from alembic import command
 from alembic.config import Config
 from flask import Flask, current_app, g
+from flask.cli import AppGroup
 from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -132,7 +133,7 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(alembic_config(connection), revision)
 
 
-@click.group("db")
+@click.group("db", cls=AppGroup)
 def db_cli() -> None:
     """Manage the database schema."""
 

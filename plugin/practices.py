@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -42,7 +43,7 @@ def add_practice(
     return practice
 
 
-@click.group("practice")
+@click.group("practice", cls=AppGroup)
 def practice_cli() -> None:
     """Manage practice installations."""
 

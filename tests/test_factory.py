@@ -1,0 +1,74 @@
+"""create_app: layered settings and a refusal to start without secrets."""
+
+import pytest
+from cryptography.fernet import Fernet
+
+from plugin import create_app
+from plugin.config import ConfigError
+
+
+def test_app_without_secrets_refuses_to_start_and_names_them(tmp_path, monkeypatch):
+    for name in ("SECRET_KEY", "SECRET_KEYS", "STANDARD_WEBHOOK_SECRET"):
+        monkeypatch.delenv(f"ALLIANCE_{name}", raising=False)
+    with pytest.raises(ConfigError) as raised:
+        create_app({"INSTANCE_PATH": str(tmp_path)})
+    message = str(raised.value)
+    for name in ("ALLIANCE_SECRET_KEY", "ALLIANCE_SECRET_KEYS", "ALLIANCE_STANDARD_WEBHOOK_SECRET"):
+        assert name in message
+
+
+def test_layers_apply_in_order_instance_file_then_environment_then_mapping(
+    tmp_path, monkeypatch, config
+):
+    (tmp_path / "alliance.toml").write_text(
+        'MAIL_FROM = "from-instance@example.org"\nBATCH_SIZE = 7\nINVITATION_TTL_HOURS = 24\n'
+    )
+    monkeypatch.setenv("ALLIANCE_BATCH_SIZE", "9")
+    monkeypatch.setenv("ALLIANCE_INVITATION_TTL_HOURS", "48")
+    app = create_app({**config, "INSTANCE_PATH": str(tmp_path), "INVITATION_TTL_HOURS": 12})
+    assert app.config["MAIL_FROM"] == "from-instance@example.org"  # instance over defaults
+    assert app.config["BATCH_SIZE"] == 9  # environment over instance, parsed as a number
+    assert app.config["INVITATION_TTL_HOURS"] == 12  # the caller's mapping over everything
+    assert app.config["DELIVERY_MAX_ATTEMPTS"] == 6  # untouched default from config/default.toml
+
+
+def test_embedded_defaults_live_under_the_instance_folder(tmp_path, config):
+    app = create_app(
+        {
+            **config,
+            "INSTANCE_PATH": str(tmp_path),
+            "DATABASE_URL": "",
+            "OUTBOX_DIR": "",
+            "PUBLIC_BASE_URL": "",
+            "PORT": 5077,
+        }
+    )
+    assert app.config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'alliance.db'}"
+    assert app.config["OUTBOX_DIR"] == str(tmp_path / "outbox")
+    assert app.config["PUBLIC_BASE_URL"] == "http://127.0.0.1:5077"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("SECRET_KEYS", "not-a-fernet-key"), ("STANDARD_WEBHOOK_SECRET", "whsec_dG9vc2hvcnQ=")],
+)
+def test_malformed_secret_fails_at_start_without_echoing_it(config, key, value):
+    with pytest.raises(ValueError) as raised:
+        create_app({**config, key: value})
+    assert value not in str(raised.value)
+
+
+def test_old_fernet_keys_still_decrypt_after_rotation(config):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    sealed = create_app({**config, "SECRET_KEYS": old}).extensions["vault"].seal({"email": "a@b"})
+    rotated_app = create_app({**config, "SECRET_KEYS": f"{new},{old}"})
+    vault = rotated_app.extensions["vault"]
+    assert vault.open(sealed) == {"email": "a@b"}
+    resealed = vault.rotate(sealed)
+    assert create_app({**config, "SECRET_KEYS": new}).extensions["vault"].open(resealed) == {
+        "email": "a@b"
+    }
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json == {"status": "ok"}
