@@ -34,7 +34,10 @@ def record_session_ended(
     """Store the event and a due invitation once; a replay by id or by session stores nothing."""
     practice = session.scalar(select(Practice).where(Practice.account_id == event.account_id))
     if practice is None:
-        log.info("webhook.unknown_account", extra={"account_id": event.account_id})
+        log.info(
+            "webhook.unknown_account",
+            extra={"account_id": event.account_id, "event_id": event.event_id},
+        )
         return Outcome.UNKNOWN_ACCOUNT
 
     event_row_id = new_id()

@@ -40,7 +40,7 @@ def receive(platform: str) -> Response:
         event = adapter.parse(body, event_id)
     except InvalidPayloadError as exc:
         log.warning("webhook.invalid", extra={"platform": platform, "field": exc.field})
-        return problem(400, "Invalid payload", exc.detail, field=exc.field)
+        return problem(400, "Invalid webhook payload", exc.detail, field=exc.field)
 
     if isinstance(event, Ignored):
         log.info("webhook.ignored", extra={"platform": platform, "event_type": event.event_type})

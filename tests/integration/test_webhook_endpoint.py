@@ -4,7 +4,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import sessionmaker
 
 from plugin.models import Invitation, Practice, SessionEvent
 from tests.conftest import WEBHOOK_SECRETS, Webhooks, session_ended
@@ -168,3 +169,14 @@ def test_same_webhook_id_for_another_practice_is_not_a_duplicate(webhooks, db, p
     webhooks.post(session_ended("s-1", account_id="demo"), msg_id="msg_1")
     webhooks.post(session_ended("s-1", account_id="other"), msg_id="msg_1")
     assert count(db, Invitation) == 2
+
+
+def test_database_down_is_5xx_so_the_platform_retries(app, webhooks, practice):
+    # A real connection failure: nothing listens on port 1.
+    app.extensions["db"].sessions = sessionmaker(
+        create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")
+    )
+    response = webhooks.post(session_ended("s-1"))
+    assert response.status_code == 500
+    assert response.mimetype == "application/problem+json"
+    assert "sam.rivera" not in response.get_data(as_text=True)
