@@ -2,6 +2,7 @@
 
 from flask import Flask
 
+from plugin import logs
 from plugin.config import instance_path, load_config
 from webhooks import MAX_BODY_BYTES
 
@@ -10,6 +11,7 @@ def create_app(config: dict | None = None) -> Flask:
     """Create and configure the app; `config` overrides every other layer (tests use it)."""
     app = Flask(__name__, instance_path=str(instance_path(config)))
     load_config(app, config)
+    logs.configure(app.config["LOG_LEVEL"])
     # No surface takes more than a webhook body; forms are far smaller.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["WTF_CSRF_TIME_LIMIT"] = None

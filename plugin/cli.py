@@ -14,7 +14,7 @@ from flask import current_app, json
 from flask.cli import FlaskGroup
 from sqlalchemy import select
 
-from plugin import create_app, logs
+from plugin import create_app
 from plugin.config import INSTANCE_FILE, instance_path
 from plugin.crypto import new_fernet_key
 from plugin.db import database, upgrade
@@ -79,9 +79,7 @@ def serve(host: str) -> None:
             self.cfg.set("threads", 4)
 
         def load(self):
-            app = create_app({"SCHEDULER_ENABLED": True})
-            logs.configure(app.config["LOG_LEVEL"])
-            return app
+            return create_app({"SCHEDULER_ENABLED": True})
 
     Server().run()
 
@@ -91,7 +89,6 @@ def worker() -> None:
     """Run the background jobs (dispatch, EHR writes, expiry) until interrupted."""
     from plugin.jobs import run_worker
 
-    logs.configure(current_app.config["LOG_LEVEL"])
     run_worker(current_app._get_current_object())
 
 

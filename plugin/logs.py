@@ -32,9 +32,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str) -> None:
-    """Send every log line to stderr as JSON."""
+    """Send every log line to stderr as JSON, unless the host process already set up logging."""
+    root = logging.getLogger()
+    # Under pytest (or an embedding host) the root logger has handlers already: leave them be.
+    if root.handlers:
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    root.addHandler(handler)
+    root.setLevel(level)
     # APScheduler reports every successful tick at INFO; only its problems are news.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
