@@ -203,6 +203,17 @@ class Gunicorn:
         self.stop()
 
 
+def machine_busy_seconds() -> float | None:
+    """Return CPU seconds all processes on this machine spent busy since boot (Linux only)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     """Return the pids whose parent is `pid`, from /proc."""
     found = []

@@ -4,13 +4,14 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import update
+from sqlalchemy.orm import sessionmaker
 
 from plugin.crypto import Vault, new_token
 from plugin.mailer import DeliveryError, Mailer
 from plugin.messages import invitation_email
 from plugin.models import Invitation
+from plugin.queue import drain, retry_at
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +40,6 @@ class DispatchSettings:
         )
 
 
-def _claim_due(session: Session, now: datetime) -> Invitation | None:
-    # SKIP LOCKED lets several workers share the queue on PostgreSQL; on SQLite the
-    # BEGIN IMMEDIATE in plugin.db serialises claims instead.
-    return session.scalar(
-        select(Invitation)
-        .where(Invitation.status == "pending", Invitation.next_attempt_at <= now)
-        .order_by(Invitation.next_attempt_at)
-        .limit(1)
-        .with_for_update(skip_locked=True, of=Invitation)
-    )
-
-
 def _send(invitation: Invitation, mailer: Mailer, vault: Vault, settings, now) -> None:
     contact = vault.open(invitation.contact)
     if not contact.get("email"):
@@ -66,8 +55,8 @@ def _send(invitation: Invitation, mailer: Mailer, vault: Vault, settings, now) -
         expires_at=expires_at,
         key=invitation.id,
     )
-    # The lock on the row is held across the send, so a crash before commit leaves the row
-    # pending and a later tick sends again with a new link: at least once, never lost.
+    # A crash between this send and the commit leaves the row pending, so a later tick sends
+    # again with a new link: at least once, never lost (see plugin.queue.drain).
     mailer.send(message, key=invitation.id)
     invitation.token_hash = token_hash
     invitation.status = "sent"
@@ -84,38 +73,42 @@ def _record_failure(invitation: Invitation, exc: DeliveryError, settings, now) -
         invitation.status = "failed"
         invitation.contact = None
     else:
-        invitation.next_attempt_at = now + settings.retry * 2 ** (invitation.attempts - 1)
+        invitation.next_attempt_at = retry_at(now, invitation.attempts, settings.retry)
+
+
+def _deliver(invitation: Invitation, mailer: Mailer, vault: Vault, settings, now) -> bool:
+    try:
+        _send(invitation, mailer, vault, settings, now)
+    except Exception as exc:
+        # Anything unexpected counts as a failed attempt, so one bad row cannot block the
+        # queue; only the exception's type is kept, its text may hold an address.
+        if not isinstance(exc, DeliveryError):
+            exc = DeliveryError(f"internal error ({type(exc).__name__})")
+        _record_failure(invitation, exc, settings, now)
+        log.warning(
+            "invitation.delivery_failed",
+            extra={
+                "invitation_id": invitation.id,
+                "reason": exc.reason,
+                "status": invitation.status,
+            },
+        )
+        return False
+    log.info("invitation.sent", extra={"invitation_id": invitation.id})
+    return True
 
 
 def dispatch_due(
     sessions: sessionmaker, mailer: Mailer, vault: Vault, settings: DispatchSettings, now: datetime
 ) -> int:
-    """Send every invitation that is due, one row per transaction; return how many went out."""
-    sent = 0
-    for _ in range(settings.batch):
-        with sessions() as session, session.begin():
-            invitation = _claim_due(session, now)
-            if invitation is None:
-                break
-            try:
-                _send(invitation, mailer, vault, settings, now)
-                sent += 1
-                log.info("invitation.sent", extra={"invitation_id": invitation.id})
-            except Exception as exc:
-                # Anything unexpected counts as a failed attempt, so one bad row cannot block
-                # the queue; only the exception's type is kept, its text may hold an address.
-                if not isinstance(exc, DeliveryError):
-                    exc = DeliveryError(f"internal error ({type(exc).__name__})")
-                _record_failure(invitation, exc, settings, now)
-                log.warning(
-                    "invitation.delivery_failed",
-                    extra={
-                        "invitation_id": invitation.id,
-                        "reason": exc.reason,
-                        "status": invitation.status,
-                    },
-                )
-    return sent
+    """Send every invitation that is due; return how many went out."""
+    return drain(
+        sessions,
+        Invitation,
+        now,
+        settings.batch,
+        lambda invitation: _deliver(invitation, mailer, vault, settings, now),
+    )
 
 
 def expire_stale(sessions: sessionmaker, now: datetime) -> int:

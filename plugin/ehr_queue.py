@@ -5,12 +5,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from plugin.crypto import Vault
 from plugin.ehr_writers import EhrWriter, FhirError
 from plugin.models import EhrWrite, Practice
+from plugin.queue import drain, retry_at
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +33,35 @@ class WriteSettings:
         )
 
 
-def _claim_due(session: Session, now: datetime) -> EhrWrite | None:
-    return session.scalar(
-        select(EhrWrite)
-        .where(EhrWrite.status == "pending", EhrWrite.next_attempt_at <= now)
-        .order_by(EhrWrite.next_attempt_at)
-        .limit(1)
-        .with_for_update(skip_locked=True, of=EhrWrite)
-    )
-
-
 def _record_failure(write: EhrWrite, exc: FhirError, settings: WriteSettings, now) -> None:
     write.attempts += 1
     write.last_error = exc.reason
     if not exc.retryable or write.attempts >= settings.max_attempts:
         write.status = "dead"
     else:
-        write.next_attempt_at = now + settings.retry * 2 ** (write.attempts - 1)
+        write.next_attempt_at = retry_at(now, write.attempts, settings.retry)
+
+
+def _write(write: EhrWrite, writer_for, vault: Vault, settings, now) -> bool:
+    try:
+        path = writer_for(write.practice).write(vault.open(write.bundle))
+    except Exception as exc:
+        # Unknown failures are retried like outages; their text may hold PHI, so only the
+        # type is kept.
+        if not isinstance(exc, FhirError):
+            exc = FhirError(f"internal error ({type(exc).__name__})", retryable=True)
+        _record_failure(write, exc, settings, now)
+        log.warning(
+            "ehr_write.failed",
+            extra={"ehr_write_id": write.id, "reason": exc.reason, "status": write.status},
+        )
+        return False
+    write.status = "done"
+    write.done_at = now
+    # The EHR is now the record; keep no copy of the answers here.
+    write.bundle = None
+    log.info("ehr_write.done", extra={"ehr_write_id": write.id, "path": path})
+    return True
 
 
 def write_due(
@@ -59,30 +71,11 @@ def write_due(
     settings: WriteSettings,
     now: datetime,
 ) -> int:
-    """Send every due write to its practice's EHR, one row per transaction; return the count."""
-    written = 0
-    for _ in range(settings.batch):
-        with sessions() as session, session.begin():
-            write = _claim_due(session, now)
-            if write is None:
-                break
-            try:
-                path = writer_for(write.practice).write(vault.open(write.bundle))
-            except Exception as exc:
-                # Unknown failures are retried like outages; their text may hold PHI, so
-                # only the type is kept.
-                if not isinstance(exc, FhirError):
-                    exc = FhirError(f"internal error ({type(exc).__name__})", retryable=True)
-                _record_failure(write, exc, settings, now)
-                log.warning(
-                    "ehr_write.failed",
-                    extra={"ehr_write_id": write.id, "reason": exc.reason, "status": write.status},
-                )
-                continue
-            write.status = "done"
-            write.done_at = now
-            # The EHR is now the record; keep no copy of the answers here.
-            write.bundle = None
-            written += 1
-            log.info("ehr_write.done", extra={"ehr_write_id": write.id, "path": path})
-    return written
+    """Send every due write to its own practice's EHR; return how many landed."""
+    return drain(
+        sessions,
+        EhrWrite,
+        now,
+        settings.batch,
+        lambda write: _write(write, writer_for, vault, settings, now),
+    )
