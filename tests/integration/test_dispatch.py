@@ -170,3 +170,16 @@ def test_smtp_url_forms(url, host, port, tls, starttls, user):
 def test_bad_smtp_url_is_refused_without_echoing_credentials(url):
     with pytest.raises(ValueError, match="ALLIANCE_SMTP_URL"):
         SmtpMailer(url)
+
+
+def test_client_reachable_only_by_phone_fails_visibly_until_sms_exists(
+    mail_app, smtp, webhooks, practice, db
+):
+    payload = session_ended("s-phone")
+    del payload["data"]["client"]["email"]
+    webhooks.post(payload)
+    run(mail_app)
+    invitation = db.scalar(select(Invitation))
+    assert (invitation.status, invitation.contact) == ("failed", None)
+    assert invitation.last_error == "no email address; SMS is not available yet"
+    assert smtp.messages == []

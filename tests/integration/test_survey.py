@@ -146,3 +146,14 @@ def test_bad_answers_rerender_with_message_and_keep_what_was_given(
     if field != "differently":
         assert "kept text</textarea>" in html
     assert db.scalar(select(EhrWrite)) is None
+
+
+def test_oversized_submission_is_413_page_and_changes_nothing(client, link, db):
+    path, invitation = link
+    response = client.post(
+        path, data={"csrf_token": csrf(client, path), **FULL, "differently": "x" * 70_000}
+    )
+    assert response.status_code == 413
+    assert response.mimetype == "text/html"
+    db.refresh(invitation)
+    assert invitation.status == "sent"
