@@ -32,10 +32,6 @@ class Vault:
         except InvalidToken as exc:
             raise ValueError("ciphertext does not match any configured key") from exc
 
-    def rotate(self, ciphertext: bytes) -> bytes:
-        """Re-encrypt under the newest key."""
-        return self._fernet.rotate(ciphertext)
-
 
 def init_app(app: Flask) -> None:
     """Build the app's Vault from ALLIANCE_SECRET_KEYS."""
