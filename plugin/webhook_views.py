@@ -10,7 +10,7 @@ from plugin.db import get_session
 from plugin.errors import problem
 from plugin.instruments import default_instrument
 from plugin.intake import record_session_ended
-from webhooks import ADAPTERS, MAX_BODY_BYTES
+from webhooks import ADAPTERS
 from webhooks.errors import InvalidPayloadError, InvalidSignatureError
 from webhooks.events import Ignored
 
@@ -26,8 +26,7 @@ def receive(platform: str) -> Response:
     if adapter is None or verifier is None:
         return problem(404, "Unknown platform")
 
-    # Reading past the limit raises 413 before the body is buffered.
-    request.max_content_length = MAX_BODY_BYTES
+    # MAX_CONTENT_LENGTH (webhooks.MAX_BODY_BYTES) turns a larger body into 413 unread.
     body = request.get_data(cache=False)
 
     try:
