@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from pydantic import ValidationError
@@ -27,7 +28,11 @@ _REFERENCE = {
 }
 # Characters that would break the ifNoneExist query or FHIR token search syntax.
 _SYSTEM = re.compile(r"(https?://|urn:)[^\s|,$\\?#&]+")
-_MODELS = {"QuestionnaireResponse": QuestionnaireResponse, "Observation": Observation}
+_MODELS = {
+    "QuestionnaireResponse": QuestionnaireResponse,
+    "Observation": Observation,
+    "DocumentReference": DocumentReference,
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ def build_transaction(
         encounter=ctx.encounter,
         authored=authored,
     )
-    entries = [_entry(qr, qr_ident)]
+    entries = [conditional_entry(qr, qr_ident)]
     for key, coding, value in score_rows(scores):
         ident = {"system": ctx.identifier_system, "value": f"{ctx.response_id}/{key}"}
         obs = score_observation(
@@ -70,7 +75,12 @@ def build_transaction(
             issued=authored,
             derived_from=entries[0]["fullUrl"],
         )
-        entries.append(_entry(obs, ident))
+        entries.append(conditional_entry(obs, ident))
+    return transaction(entries)
+
+
+def transaction(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Wrap entries in a transaction Bundle, validated and with its codes checked."""
     bundle = _validate(Bundle, {"resourceType": "Bundle", "type": "transaction", "entry": entries})
     _check_codes(bundle)
     return bundle
@@ -101,7 +111,8 @@ def _full_url(identifier: dict[str, str]) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
 
 
-def _entry(resource: dict[str, Any], identifier: dict[str, str]) -> dict[str, Any]:
+def conditional_entry(resource: dict[str, Any], identifier: dict[str, str]) -> dict[str, Any]:
+    """Return a validated transaction entry that creates resource unless identifier exists."""
     kind = resource["resourceType"]
     return {
         "fullUrl": _full_url(identifier),
@@ -134,6 +145,10 @@ def _check_codes(bundle: dict[str, Any]) -> None:
         if entry["request"]["method"] not in codes.HTTP_VERBS:
             raise BundleError("Bundle.entry.request.method is not an R4 http verb")
         resource = entry["resource"]
+        if resource["resourceType"] == "DocumentReference":
+            if resource["status"] not in codes.DOCUMENT_REFERENCE_STATUS:
+                raise BundleError("DocumentReference.status is not an R4 status")
+            continue
         if resource["resourceType"] == "QuestionnaireResponse":
             if resource["status"] not in codes.QR_STATUS:
                 raise BundleError("QuestionnaireResponse.status is not an R4 status")

@@ -50,3 +50,5 @@ OBSERVATION_CATEGORIES = frozenset(
         "exam", "therapy", "activity",
     }
 )  # fmt: skip
+# http://hl7.org/fhir/R4/valueset-document-reference-status.html
+DOCUMENT_REFERENCE_STATUS = frozenset({"current", "superseded", "entered-in-error"})

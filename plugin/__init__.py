@@ -21,10 +21,12 @@ def create_app(config: dict | None = None) -> Flask:
     from plugin import (
         crypto,
         db,
+        ehr_cli,
         errors,
         instruments,
         jobs,
         practices,
+        signing_keys,
         survey,
         webhook_views,
     )
@@ -34,6 +36,8 @@ def create_app(config: dict | None = None) -> Flask:
     errors.init_app(app)
     instruments.init_app(app)
     practices.init_app(app)
+    signing_keys.init_app(app)
+    ehr_cli.init_app(app)
     webhook_views.init_app(app)
     survey.init_app(app)
     jobs.init_app(app)

@@ -19,27 +19,39 @@ log = logging.getLogger(__name__)
 class WriteSettings:
     """What the EHR write job needs from config."""
 
-    max_attempts: int
+    give_up: timedelta
     retry: timedelta
+    max_delay: timedelta
     batch: int
 
     @classmethod
     def from_config(cls, config: dict) -> "WriteSettings":
         """Read the settings from a Flask config."""
         return cls(
-            max_attempts=config["EHR_WRITE_MAX_ATTEMPTS"],
+            give_up=timedelta(hours=config["EHR_WRITE_GIVE_UP_HOURS"]),
             retry=timedelta(seconds=config["EHR_WRITE_RETRY_SECONDS"]),
+            max_delay=timedelta(seconds=config["EHR_WRITE_MAX_DELAY_SECONDS"]),
             batch=config["BATCH_SIZE"],
         )
 
 
-def _record_failure(write: EhrWrite, exc: FhirError, settings: WriteSettings, now) -> None:
+def _record_failure(
+    write: EhrWrite, exc: FhirError, vault: Vault, settings: WriteSettings, now
+) -> None:
     write.attempts += 1
     write.last_error = exc.reason
-    if not exc.retryable or write.attempts >= settings.max_attempts:
+    if exc.outcome is not None:
+        write.outcome = vault.seal(exc.outcome)
+    if write.retry_until is None:
+        write.retry_until = now + settings.give_up
+    if not exc.retryable or now >= write.retry_until:
         write.status = "dead"
-    else:
-        write.next_attempt_at = retry_at(now, write.attempts, settings.retry)
+        return
+    next_attempt = retry_at(now, write.attempts, settings.retry, settings.max_delay)
+    if exc.retry_after is not None:
+        # The server said when it will be ready; asking sooner only adds to its load.
+        next_attempt = max(next_attempt, now + timedelta(seconds=exc.retry_after))
+    write.next_attempt_at = next_attempt
 
 
 def _write(write: EhrWrite, writer_for, vault: Vault, settings, now) -> bool:
@@ -50,13 +62,14 @@ def _write(write: EhrWrite, writer_for, vault: Vault, settings, now) -> bool:
         # type is kept.
         if not isinstance(exc, FhirError):
             exc = FhirError(f"internal error ({type(exc).__name__})", retryable=True)
-        _record_failure(write, exc, settings, now)
+        _record_failure(write, exc, vault, settings, now)
         log.warning(
             "ehr_write.failed",
             extra={"ehr_write_id": write.id, "reason": exc.reason, "status": write.status},
         )
         return False
     write.status = "done"
+    write.path = path
     write.done_at = now
     # The EHR is now the record; keep no copy of the answers here.
     write.bundle = None

@@ -5,15 +5,31 @@ import json
 from pathlib import Path
 from typing import Protocol
 
+from fhir_mappings.references import rewrite
+
 
 class FhirError(Exception):
-    """An EHR write failed; `retryable` says whether the same write may succeed later."""
+    """An EHR write failed; `retryable` says whether the same write may succeed later.
 
-    def __init__(self, reason: str, *, retryable: bool, response: object = None):
+    `reason` is safe to store and show (a status, an exception type); `outcome` is the
+    server's OperationOutcome, whose diagnostics may quote the resource, so it is sealed.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool,
+        response: object = None,
+        retry_after: float | None = None,
+        outcome: dict | None = None,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.response = response
+        self.retry_after = retry_after
+        self.outcome = outcome
 
 
 class EhrTargetError(ValueError):
@@ -66,24 +82,21 @@ def _identifiers(resource: dict) -> list[dict]:
 
 def _resolved(bundle: dict) -> list[dict]:
     """Give each resource the id from its urn:uuid fullUrl and point references at it."""
-    ids = {}
-    for entry in bundle["entry"]:
-        ids[entry["fullUrl"]] = f"{entry['resource']['resourceType']}/{entry['fullUrl'][9:]}"
-    text = json.dumps([entry["resource"] for entry in bundle["entry"]])
-    for urn, reference in ids.items():
-        text = text.replace(json.dumps(urn), json.dumps(reference))
-    resources = json.loads(text)
-    for entry, resource in zip(bundle["entry"], resources, strict=True):
-        resource["id"] = entry["fullUrl"][9:]
-    return resources
+    ids = {
+        entry["fullUrl"]: f"{entry['resource']['resourceType']}/{entry['fullUrl'][9:]}"
+        for entry in bundle["entry"]
+    }
+    return [
+        {**rewrite(entry["resource"], ids), "id": entry["fullUrl"][9:]} for entry in bundle["entry"]
+    ]
 
 
 def writer_for(target: str, root: Path) -> EhrWriter:
-    """Return the writer for a practice's EHR target; relative paths are under root."""
+    """Return the sink for an ndjson: target; relative paths are under root."""
     scheme, _, rest = target.partition(":")
     if scheme == "ndjson" and rest:
         path = Path(rest)
         return NdjsonSink(path if path.is_absolute() else root / path)
     if scheme in ("http", "https"):
-        raise EhrTargetError("FHIR server targets are not supported yet; use ndjson:<dir>")
+        raise EhrTargetError("connect a FHIR server with `alliance-check ehr connect`")
     raise EhrTargetError("EHR target must look like ndjson:<dir>")

@@ -4,15 +4,17 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+import requests
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 
 from plugin.dispatch import DispatchSettings, dispatch_due, expire_stale
+from plugin.ehr_clients import EhrClients
 from plugin.ehr_queue import WriteSettings, write_due
-from plugin.ehr_writers import writer_for
 from plugin.mailer import mailer_from_config
+from plugin.signing_keys import current_signer
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +25,25 @@ def tick(app: Flask, now: datetime | None = None) -> None:
     config = app.config
     sessions = app.extensions["db"].sessions
     vault = app.extensions["vault"]
-    # Relative ndjson targets live beside the instance folder, as `ndjson:var/ehr` reads.
-    root = Path(app.instance_path).parent
     # Templates render inside the jobs, so they need the app context.
-    with app.app_context():
+    with app.app_context(), requests.Session() as http:
         dispatch_due(
             sessions, mailer_from_config(config), vault, DispatchSettings.from_config(config), now
         )
-        write_due(
-            sessions,
-            vault,
-            lambda practice: writer_for(practice.ehr_target, root),
-            WriteSettings.from_config(config),
-            now,
+        clients = EhrClients(
+            # Relative ndjson targets live beside the instance folder, as `ndjson:var/ehr` reads.
+            root=Path(app.instance_path).parent,
+            tokens=app.extensions["smart_tokens"],
+            signer=lambda: _signer(sessions, vault),
+            http=http,
         )
+        write_due(sessions, vault, clients.writer_for, WriteSettings.from_config(config), now)
         expire_stale(sessions, now)
+
+
+def _signer(sessions, vault):
+    with sessions() as session:
+        return current_signer(session, vault)
 
 
 def _safe_tick(app: Flask) -> None:

@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from plugin.db import Base, UTCDateTime
@@ -25,6 +25,8 @@ class Practice(Base):
     timezone: Mapped[str] = mapped_column(String(64))
     ehr_target: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    ehr_connection: Mapped["EhrConnection | None"] = relationship(lazy="joined")
 
 
 class SessionEvent(Base):
@@ -95,12 +97,51 @@ class EhrWrite(Base):
     )
     # pending -> done | dead
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    # How it reached the EHR: transaction, individual, observations-only or ndjson.
+    path: Mapped[str | None] = mapped_column(String(32))
+    # Fernet ciphertext of the OperationOutcome a dead-lettered write was refused with: its
+    # diagnostics may quote the resource, so it is sealed like the bundle.
+    outcome: Mapped[bytes | None] = mapped_column(LargeBinary)
     # Fernet ciphertext of the transaction Bundle (it holds answers); purged once written.
     bundle: Mapped[bytes | None] = mapped_column(LargeBinary)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set at the first failure: retries stop (dead letter) after this moment.
+    retry_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     practice: Mapped[Practice] = relationship(lazy="joined")
+
+
+class EhrConnection(Base):
+    """How to reach one practice's FHIR server, as checked by `alliance-check ehr connect`."""
+
+    __tablename__ = "ehr_connections"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(
+        ForeignKey("practices.id", ondelete="CASCADE"), unique=True
+    )
+    fhir_base: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(200))
+    token_endpoint: Mapped[str] = mapped_column(String(500))
+    # What discovery and the CapabilityStatement said, e.g. {"transaction": true, ...}.
+    facts: Mapped[dict] = mapped_column(JSON)
+    scope: Mapped[str] = mapped_column(String(500))
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SigningKey(Base):
+    """A key we sign client assertions with; published in our JWKS until retired."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(8))
+    # Fernet ciphertext of the PKCS#8 PEM private key.
+    private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    public_jwk: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

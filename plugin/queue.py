@@ -1,5 +1,6 @@
 """Use a table as a work queue: claim due rows one at a time, retry with doubling waits."""
 
+import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -20,9 +21,15 @@ def claim_due(session: Session, model: type, now: datetime):
     )
 
 
-def retry_at(now: datetime, attempts: int, base: timedelta) -> datetime:
-    """Return when to try again after `attempts` failures: base, 2*base, 4*base, ..."""
-    return now + base * 2 ** (attempts - 1)
+def retry_at(
+    now: datetime, attempts: int, base: timedelta, cap: timedelta | None = None
+) -> datetime:
+    """Return when to try again after `attempts` failures: base, 2*base, 4*base, ... (capped),
+    each up to a quarter later at random so rows that failed together spread out."""
+    delay = base * 2 ** (attempts - 1)
+    if cap is not None:
+        delay = min(delay, cap)
+    return now + delay * (1 + random.random() / 4)  # noqa: S311 (jitter, not a secret)
 
 
 def drain(

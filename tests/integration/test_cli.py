@@ -34,7 +34,7 @@ def test_practice_add_then_list(runner):
     ("args", "error"),
     [
         (["--timezone", "Mars/Olympus"], "unknown time zone"),
-        (["--ehr", "https://ehr.example.org/fhir"], "not supported yet"),
+        (["--ehr", "https://ehr.example.org/fhir"], "alliance-check ehr connect"),
         (["--ehr", "ftp://x"], "must look like ndjson:<dir>"),
     ],
 )

@@ -1,0 +1,48 @@
+"""Pick each practice's EHR writer: the NDJSON sink, or its FHIR server with SMART tokens."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from plugin.ehr_writers import EhrTargetError, EhrWriter, writer_for
+from plugin.fhir_writer import FhirWriter
+from plugin.models import Practice
+from plugin.signing_keys import Signer
+from plugin.smart import TokenCache, fetch_token
+
+
+class EhrClients:
+    """Build writers that share one token cache and one HTTP connection pool."""
+
+    def __init__(
+        self, root: Path, tokens: TokenCache, signer: Callable[[], Signer], http: requests.Session
+    ):
+        self.root = root
+        self.tokens = tokens
+        self.signer = signer
+        self.http = http
+
+    def writer_for(self, practice: Practice) -> EhrWriter:
+        """Return the writer for this practice's own EHR, and no other."""
+        if practice.ehr_target.startswith("ndjson:"):
+            return writer_for(practice.ehr_target, self.root)
+        connection = practice.ehr_connection
+        if connection is None or connection.fhir_base != practice.ehr_target:
+            raise EhrTargetError("not connected; run `alliance-check ehr connect`")
+
+        def token() -> str:
+            return self.tokens.get(
+                practice.id,
+                lambda: fetch_token(
+                    connection.client_id, connection.token_endpoint, connection.scope, self.signer()
+                ),
+            )
+
+        return FhirWriter(
+            connection.fhir_base,
+            connection.facts,
+            token,
+            lambda: self.tokens.forget(practice.id),
+            self.http,
+        )
