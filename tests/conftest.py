@@ -15,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from plugin import create_app
 from plugin.db import Base, make_engine, upgrade
 from plugin.practices import add_practice
+from tests.oauth_server import oauth_server  # noqa: F401  (fixture)
 from webhooks.standard import sign
 
 DATA = Path(__file__).parent / "data"
