@@ -17,8 +17,10 @@ run: $(STAMP)
 	$(BIN)/alliance-check dev-init
 	$(BIN)/alliance-check serve
 
-## test: lint, then the whole suite (on PostgreSQL too when ALLIANCE_TEST_DATABASE_URL is set)
+## test: install the test FHIR server (npm), lint, then the whole suite
+##       (on PostgreSQL too when ALLIANCE_TEST_DATABASE_URL is set)
 test: $(STAMP)
+	$(BIN)/python -c "from tests.fhir_server import ensure_installed; ensure_installed()"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -28,4 +30,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info tests/fhir_server/node_modules

@@ -55,6 +55,12 @@ def connect_command(account_id: str, fhir_base: str, client_id: str) -> None:
             raise click.ClickException(str(exc)) from exc
         granted = token.get("scope", facts.scope())
         click.echo(f"token            granted {granted!r}, expires in {token.get('expires_in')} s")
+        missing = set(facts.scope().split()) - set(granted.split())
+        if missing:
+            raise click.ClickException(
+                f"the EHR did not grant {' '.join(sorted(missing))}; ask its administrator to "
+                "allow it for this client; not connected"
+            )
         what = (
             "the response and its scores"
             if facts.questionnaire_response_create
