@@ -14,7 +14,7 @@ from plugin.dispatch import DispatchSettings, dispatch_due, expire_stale
 from plugin.ehr_clients import EhrClients
 from plugin.ehr_queue import WriteSettings, write_due
 from plugin.mailer import mailer_from_config
-from plugin.signing_keys import current_signer
+from plugin.signing_keys import load_signer
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,11 @@ def tick(app: Flask, now: datetime | None = None) -> None:
             # Relative ndjson targets live beside the instance folder, as `ndjson:var/ehr` reads.
             root=Path(app.instance_path).parent,
             tokens=app.extensions["smart_tokens"],
-            signer=lambda: _signer(sessions, vault),
+            signer=lambda: load_signer(sessions, vault),
             http=http,
         )
         write_due(sessions, vault, clients.writer_for, WriteSettings.from_config(config), now)
         expire_stale(sessions, now)
-
-
-def _signer(sessions, vault):
-    with sessions() as session:
-        return current_signer(session, vault)
 
 
 def _safe_tick(app: Flask) -> None:

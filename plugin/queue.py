@@ -7,6 +7,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+# Longer than any one delivery or EHR write can take (their timeouts are seconds).
+LEASE = timedelta(minutes=5)
+
 
 def claim_due(session: Session, model: type, now: datetime):
     """Lock and return the oldest pending row that is due, or None."""
@@ -39,16 +42,21 @@ def drain(
     limit: int,
     process: Callable[[object], bool],
 ) -> int:
-    """Process up to `limit` due rows, each in its own transaction; return how many succeeded.
+    """Process up to `limit` due rows one at a time; return how many succeeded.
 
-    The row stays locked while `process` runs, so a crash before commit leaves it pending
-    for the next run: work is done at least once and never lost.
+    Each row is claimed in a short transaction that leases it (pushes next_attempt_at past
+    LEASE), so no lock is held while `process` talks to a mail server or an EHR. `process`
+    records the outcome on the row, which is committed afterwards. A crash in between leaves
+    the lease to run out and the row to be processed again: at least once, never lost.
     """
     succeeded = 0
     for _ in range(limit):
-        with sessions() as session, session.begin():
-            row = claim_due(session, model, now)
-            if row is None:
-                break
+        with sessions() as session:
+            with session.begin():
+                row = claim_due(session, model, now)
+                if row is None:
+                    break
+                row.next_attempt_at = now + LEASE
             succeeded += process(row)
+            session.commit()
     return succeeded

@@ -8,7 +8,7 @@ from flask import Blueprint, Flask, Response, jsonify
 from flask.cli import AppGroup
 from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from plugin.crypto import Vault, vault
 from plugin.db import database, get_session
@@ -74,6 +74,12 @@ def current_signer(session: Session, vault: Vault) -> Signer:
     row = keys[0]
     key_class = ECKey if row.alg.startswith("ES") else RSAKey
     return Signer(row.kid, row.alg, key_class.import_key(vault.open(row.private_key)))
+
+
+def load_signer(sessions: sessionmaker, vault: Vault) -> Signer:
+    """Return the current signer, reading it in a session of its own."""
+    with sessions() as session:
+        return current_signer(session, vault)
 
 
 @bp.get("/.well-known/jwks.json")

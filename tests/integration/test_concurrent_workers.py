@@ -1,18 +1,36 @@
-"""Two workers draining one queue at once never send the same invitation twice."""
+"""Two workers draining one queue at once never send the same message or write twice."""
 
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
+from fhir_mappings.bundle import ResponseContext, build_transaction
+from fhir_mappings.instrument import load_bundled
+from fhir_mappings.scoring import score, validate_answers
 from plugin import create_app
 from plugin.dispatch import DispatchSettings, dispatch_due
-from plugin.models import EhrWrite, Invitation, Practice, SessionEvent
+from plugin.ehr_clients import EhrClients
+from plugin.ehr_queue import WriteSettings, write_due
+from plugin.models import (
+    EhrConnection,
+    EhrWrite,
+    Invitation,
+    Practice,
+    SessionEvent,
+    SigningKey,
+)
 from plugin.practices import add_practice
+from plugin.signing_keys import generate, load_signer
+from plugin.smart import discover
+from tests import fhir_server
 from tests.conftest import Webhooks, session_ended
+from tests.integration.test_survey import FULL
 
 BACKLOG = 200
 
@@ -40,7 +58,7 @@ def committed_app(engine, config):
     app.extensions["db"].sessions = sessionmaker(engine, expire_on_commit=False)
     yield app
     with engine.begin() as connection:
-        for model in (EhrWrite, Invitation, SessionEvent, Practice):
+        for model in (EhrWrite, Invitation, SessionEvent, EhrConnection, SigningKey, Practice):
             connection.execute(delete(model))
 
 
@@ -78,3 +96,129 @@ def test_two_workers_send_each_of_a_backlog_exactly_once(committed_app):
     with sessions() as session:
         statuses = set(session.scalars(select(Invitation.status)))
     assert statuses == {"sent"}
+
+
+WRITES = 40
+
+
+def queue_writes(session, practice: Practice, vault, count: int) -> None:
+    """Queue `count` answered responses for practice, as the survey page would."""
+    instrument = load_bundled()
+    answers, _ = validate_answers(instrument, FULL)
+    scores = score(instrument, answers)
+    now = datetime.now(UTC)
+    for n in range(count):
+        event = SessionEvent(
+            practice_id=practice.id,
+            platform="standard",
+            event_id=f"e-{n}",
+            session_id=f"s-{n}",
+            started_at=now,
+            ended_at=now,
+            patient_ref="Patient/c1",
+            practitioner_ref="Practitioner/p1",
+            received_at=now,
+        )
+        invitation = Invitation(
+            practice_id=practice.id,
+            session_event=event,
+            status="answered",
+            questionnaire=instrument.canonical,
+            language="en",
+            due_at=now,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        session.add_all([event, invitation])
+        session.flush()
+        bundle = build_transaction(
+            instrument,
+            answers,
+            scores,
+            ResponseContext(
+                response_id=invitation.id,
+                identifier_system="https://example.org/sid/r",
+                patient="Patient/c1",
+                practitioner=None,
+                encounter=None,
+                authored=now,
+                session_ended_at=now,
+            ),
+        )
+        session.add(
+            EhrWrite(
+                practice_id=practice.id,
+                invitation_id=invitation.id,
+                bundle=vault.seal(bundle),
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    session.commit()
+
+
+def test_two_workers_write_a_backlog_to_the_ehr_with_no_duplicates(committed_app, oauth_server):
+    """Against the real FHIR and OAuth servers; the server counts every POST it receives."""
+    app = committed_app
+    sessions, vault = app.extensions["db"].sessions, app.extensions["vault"]
+    oauth_server.reset()
+    flags = (
+        "--token-endpoint",
+        oauth_server.token_endpoint,
+        "--require-bearer",
+        "--issuer-jwks",
+        oauth_server.jwks_url,
+        "--token-issuer",
+        oauth_server.issuer,
+    )
+    with fhir_server.running(*flags) as ehr, sessions() as session:
+        key = generate(session, vault, "ES384")
+        oauth_server.register_client("alliance", jwks={"keys": [key.public_jwk]})
+        practice = add_practice(
+            session,
+            account_id="demo",
+            name="Demo",
+            timezone="UTC",
+            ehr_target="ndjson:var/ehr",
+            root=app.instance_path,
+        )
+        with requests.Session() as http:
+            facts = discover(http, ehr.base_url)
+        session.add(
+            EhrConnection(
+                practice_id=practice.id,
+                fhir_base=ehr.base_url,
+                client_id="alliance",
+                token_endpoint=facts.token_endpoint,
+                scope=facts.scope(),
+                checked_at=datetime.now(UTC),
+                facts={k: v for k, v in vars(facts).items() if k != "token_endpoint"},
+            )
+        )
+        practice.ehr_target = ehr.base_url
+        session.commit()
+        queue_writes(session, practice, vault, WRITES)
+        ehr.reset()
+
+        settings = replace(WriteSettings.from_config(app.config), batch=WRITES)
+
+        def worker():
+            with requests.Session() as http:
+                clients = EhrClients(
+                    Path(app.instance_path),
+                    app.extensions["smart_tokens"],
+                    lambda: load_signer(sessions, vault),
+                    http,
+                )
+                write_due(sessions, vault, clients.writer_for, settings, datetime.now(UTC))
+
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+
+        stats = ehr.stats()
+        assert stats["responses"]["POST / 200"] == WRITES
+        assert stats["resources"] == {"QuestionnaireResponse": WRITES, "Observation": 4 * WRITES}
+        assert set(session.scalars(select(EhrWrite.status))) == {"done"}
