@@ -268,3 +268,22 @@ def test_rejected_write_is_dead_lettered_with_its_outcome_and_not_retried(
         assert runner.invoke(args=["ehr-writes", "retry", answered.id]).exit_code == 0
         db.refresh(answered)
         assert (answered.status, answered.retry_until) == ("pending", None)
+
+
+def test_a_smart_v1_server_gets_v1_write_scopes(app, connected, oauth_server, answered, db):
+    with fhir_server.running(*server_flags(oauth_server, "--smart-v1")) as server:
+        oauth_server.register_client(
+            "alliance", jwks={"keys": _published(app)},
+            scopes="system/QuestionnaireResponse.write system/Observation.write",
+        )
+        output = connected(server)
+        assert "SMART scopes     v1" in output
+        assert "granted 'system/QuestionnaireResponse.write system/Observation.write'" in output
+        tick(app)
+        db.refresh(answered)
+        assert answered.status == "done"
+        assert resources(server) == {"QuestionnaireResponse": 1, "Observation": 4}
+
+
+def _published(app) -> list[dict]:
+    return app.test_client().get("/.well-known/jwks.json").json["keys"]
