@@ -273,7 +273,8 @@ def test_rejected_write_is_dead_lettered_with_its_outcome_and_not_retried(
 def test_a_smart_v1_server_gets_v1_write_scopes(app, connected, oauth_server, answered, db):
     with fhir_server.running(*server_flags(oauth_server, "--smart-v1")) as server:
         oauth_server.register_client(
-            "alliance", jwks={"keys": _published(app)},
+            "alliance",
+            jwks={"keys": _published(app)},
             scopes="system/QuestionnaireResponse.write system/Observation.write",
         )
         output = connected(server)
