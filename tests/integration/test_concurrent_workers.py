@@ -27,7 +27,6 @@ from plugin.models import (
 )
 from plugin.practices import add_practice
 from plugin.signing_keys import generate, load_signer
-from plugin.smart import discover
 from tests import fhir_server
 from tests.conftest import Webhooks, session_ended
 from tests.integration.test_survey import FULL
@@ -171,32 +170,16 @@ def test_two_workers_write_a_backlog_to_the_ehr_with_no_duplicates(committed_app
         "--token-issuer",
         oauth_server.issuer,
     )
+    runner = app.test_cli_runner()
     with fhir_server.running(*flags) as ehr, sessions() as session:
         key = generate(session, vault, "ES384")
         oauth_server.register_client("alliance", jwks={"keys": [key.public_jwk]})
-        practice = add_practice(
-            session,
-            account_id="demo",
-            name="Demo",
-            timezone="UTC",
-            ehr_target="ndjson:var/ehr",
-            root=app.instance_path,
-        )
-        with requests.Session() as http:
-            facts = discover(http, ehr.base_url)
-        session.add(
-            EhrConnection(
-                practice_id=practice.id,
-                fhir_base=ehr.base_url,
-                client_id="alliance",
-                token_endpoint=facts.token_endpoint,
-                scope=facts.scope(),
-                checked_at=datetime.now(UTC),
-                facts={k: v for k, v in vars(facts).items() if k != "token_endpoint"},
-            )
-        )
-        practice.ehr_target = ehr.base_url
-        session.commit()
+        for command in (
+            ["practice", "add", "demo", "--name", "Demo"],
+            ["ehr", "connect", "demo", ehr.base_url, "--client-id", "alliance"],
+        ):
+            assert runner.invoke(args=command).exit_code == 0
+        practice = session.scalar(select(Practice))
         queue_writes(session, practice, vault, WRITES)
         ehr.reset()
 
