@@ -8,13 +8,16 @@ names a server) one gunicorn serves both routes, and the run prints:
 """
 
 import argparse
+import contextlib
+import logging
 import os
 import platform
 import sqlite3
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
@@ -25,16 +28,84 @@ from sqlalchemy.engine import make_url
 from bench import parts
 from bench.app import BARE_PATH, WEBHOOK_PATH
 from bench.load import Result, closed_loop, fixture_account, open_loop, signed_deliveries
-from bench.server import Gunicorn, Instance, postgres_database, prepare_instance
+from bench.server import (
+    Gunicorn,
+    Instance,
+    machine_busy_seconds,
+    postgres_cpu_seconds,
+    postgres_database,
+    prepare_instance,
+)
 from plugin.db import normalize_url
+from plugin.logs import JsonFormatter
 from plugin.models import Invitation, SessionEvent
 
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 20.0
 WARMUP_SECONDS = 1.0
+# Above this many cores used by other processes, the figures say more about them than us.
+NOISY_CORES = 0.2
 # Upper bound on requests in one closed-loop run, so every loop is bounded by stock too.
 CLOSED_STOCK = 20_000
 SCENARIOS = (("bare", BARE_PATH), ("webhook", WEBHOOK_PATH))
+
+
+@dataclass
+class Usage:
+    """CPU seconds spent while one run was measured, and how long it took."""
+
+    server: float | None  # gunicorn master and workers
+    client: float  # this process: the load generator
+    database: float | None  # PostgreSQL's server processes; None for SQLite (in-process)
+    others: float | None  # every other process on the machine: noise
+    wall: float
+
+
+class Meter:
+    """Measure the CPU that the server, the client and everything else used during a block."""
+
+    def __init__(self, server: Gunicorn, database_cpu: Callable[[], float] | None) -> None:
+        """Watch this server, and the database server if it runs apart."""
+        self._server = server
+        self._database_cpu = database_cpu or (lambda: 0.0)
+        self._separate_database = database_cpu is not None
+        self.usage: Usage | None = None
+
+    def __enter__(self) -> "Meter":
+        """Take the first reading."""
+        self._start = (
+            self._server.cpu_seconds(),
+            time.process_time(),
+            self._database_cpu(),
+            machine_busy_seconds(),
+            time.perf_counter(),
+        )
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Take the second reading and keep the differences."""
+        server0, client0, database0, busy0, wall0 = self._start
+        server1, client1, database1, busy1 = (
+            self._server.cpu_seconds(),
+            time.process_time(),
+            self._database_cpu(),
+            machine_busy_seconds(),
+        )
+        server = server1 - server0 if server0 is not None and server1 is not None else None
+        client = client1 - client0
+        database = database1 - database0
+        others = (
+            max(0.0, busy1 - busy0 - server - client - database)
+            if busy0 is not None and busy1 is not None and server is not None
+            else None
+        )
+        self.usage = Usage(
+            server,
+            client,
+            database if self._separate_database else None,
+            others,
+            time.perf_counter() - wall0,
+        )
 
 
 @dataclass
@@ -44,16 +115,27 @@ class Row:
     database: str
     scenario: str
     closed: Result
-    opened: Result
-    server_cpu_ms: float | None
-    client_cpu_ms: float
+    closed_usage: Usage
+    opened: Result = field(default_factory=Result)
+    opened_usage: Usage | None = None
+
+    @property
+    def other_cores(self) -> float | None:
+        """Return the mean cores other processes used while this row was measured."""
+        usages = [u for u in (self.closed_usage, self.opened_usage) if u is not None]
+        if any(u.others is None for u in usages):
+            return None
+        return sum(u.others for u in usages) / sum(u.wall for u in usages)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    # Two processes for two cores (the GIL allows one core per process). One thread each,
+    # because SQLite has a single writer: a waiting writer sleeps in SQLite's busy handler
+    # (1, 2, 5, ... 100 ms), so every extra concurrent writer adds tail latency, not speed.
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
     parser.add_argument(
         "--clients", type=int, default=8, help="closed-loop concurrent clients (default 8)"
     )
@@ -120,36 +202,31 @@ def _postgres_version(url: str) -> str:
 def run_database(label: str, instance: Instance, args: argparse.Namespace) -> list[Row]:
     """Serve one instance with gunicorn and measure both scenarios on it."""
     rows: dict[str, Row] = {}
-    webhook_ok = 0
+    acknowledged = 0
+    # SQLite works inside the gunicorn workers; PostgreSQL in processes of its own.
+    database_cpu = None if instance.database_url.startswith("sqlite") else postgres_cpu_seconds
     with Gunicorn(instance, args.workers, args.threads) as server:
         for scenario, path in SCENARIOS:
-            print(f"  {label}/{scenario}: closed loop ...", flush=True)
+            print(f"  {label}/{scenario}: closed loop, {args.clients} clients ...", flush=True)
             stock = signed_deliveries(
                 instance.webhook_secret, CLOSED_STOCK, f"{label}-c-{scenario}"
             )
             warm = closed_loop(server.port, path, stock, args.clients, WARMUP_SECONDS)
-            server_before, client_before = server.cpu_seconds(), time.process_time()
-            closed = closed_loop(server.port, path, stock, args.clients, args.closed_seconds)
-            server_after, client_after = server.cpu_seconds(), time.process_time()
-            server_cpu = (
-                (server_after - server_before) / closed.sent * 1000
-                if server_before is not None and server_after is not None and closed.sent
-                else None
-            )
-            client_cpu = (client_after - client_before) / max(closed.sent, 1) * 1000
+            with Meter(server, database_cpu) as meter:
+                closed = closed_loop(server.port, path, stock, args.clients, args.closed_seconds)
+            rows[scenario] = Row(label, scenario, closed, meter.usage)
             if scenario == "webhook":
-                webhook_ok += warm.ok + closed.ok
-            rows[scenario] = Row(label, scenario, closed, Result(), server_cpu, client_cpu)
+                acknowledged += warm.ok + closed.ok
         for scenario, path in SCENARIOS:
-            print(f"  {label}/{scenario}: open loop at {args.rate:g} req/s ...", flush=True)
+            print(f"  {label}/{scenario}: open loop, {args.rate:g} req/s ...", flush=True)
             total = int(args.rate * args.open_seconds)
             stock = signed_deliveries(instance.webhook_secret, total, f"{label}-o-{scenario}")
-            rows[scenario].opened = open_loop(
-                server.port, path, stock, args.rate, args.open_seconds
-            )
+            with Meter(server, database_cpu) as meter:
+                opened = open_loop(server.port, path, stock, args.rate, args.open_seconds)
+            rows[scenario].opened, rows[scenario].opened_usage = opened, meter.usage
             if scenario == "webhook":
-                webhook_ok += rows[scenario].opened.ok
-    _check_stored(instance.database_url, webhook_ok)
+                acknowledged += opened.ok
+    _check_stored(instance.database_url, acknowledged)
     return list(rows.values())
 
 
@@ -174,11 +251,16 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
+def _per_request_ms(cpu: float | None, requests: int) -> str:
+    return f"{cpu / requests * 1000:.2f}" if cpu is not None and requests else "n/a"
+
+
 def report(rows: list[Row], args: argparse.Namespace) -> list[str]:
     """Format the results table and the verdict against the goals."""
     header = (
         f"{'database':<10} {'scenario':<8} {'req/s':>7} {'ratio':>6} {'srv CPU':>8} "
-        f"{'cli CPU':>8} | {'rate':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6}"
+        f"{'db CPU':>7} {'cli CPU':>8} | {'rate':>5} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} | {'errors':>6} {'noise':>5}"
     )
     lines = [header, "-" * len(header)]
     verdicts = []
@@ -186,29 +268,40 @@ def report(rows: list[Row], args: argparse.Namespace) -> list[str]:
     for row in rows:
         base = baselines.get(row.database)
         ratio = row.closed.throughput / base if base else float("nan")
-        opened = row.opened
+        opened, usage, sent = row.opened, row.closed_usage, row.closed.sent
         errors = (row.closed.sent - row.closed.ok) + (opened.sent - opened.ok)
         achieved = opened.sent / opened.elapsed if opened.elapsed else 0.0
-        cpu = f"{row.server_cpu_ms:.2f}" if row.server_cpu_ms is not None else "n/a"
+        noise = f"{row.other_cores:.2f}" if row.other_cores is not None else "n/a"
+        database = "in srv" if usage.database is None else _per_request_ms(usage.database, sent)
         lines.append(
-            f"{row.database:<10} {row.scenario:<8} {row.closed.throughput:>7.0f} "
-            f"{ratio:>6.2f} {cpu:>8} {row.client_cpu_ms:>8.2f} | {achieved:>6.0f} "
+            f"{row.database:<10} {row.scenario:<8} {row.closed.throughput:>7.0f} {ratio:>6.2f} "
+            f"{_per_request_ms(usage.server, sent):>8} {database:>7} "
+            f"{_per_request_ms(usage.client, sent):>8} | {achieved:>5.0f} "
             f"{_ms(opened.percentile(50)):>7} {_ms(opened.percentile(99)):>7} "
-            f"{_ms(max(opened.latencies, default=float('nan'))):>7} {errors:>6}"
+            f"{_ms(max(opened.latencies, default=float('nan'))):>7} | {errors:>6} {noise:>5}"
         )
+        if row.other_cores is not None and row.other_cores > NOISY_CORES:
+            verdicts.append(
+                f"warning: other processes used {row.other_cores:.2f} cores during "
+                f"{row.database}/{row.scenario}; rerun on a quiet machine"
+            )
         if row.scenario == "webhook":
             p99 = opened.percentile(99) * 1000
             met = ratio >= GOAL_RATIO and p99 <= GOAL_P99_MS and errors == 0
             verdicts.append(
                 f"{row.database}: ratio {ratio:.2f} (goal >= {GOAL_RATIO}), "
-                f"p99 {p99:.1f} ms at {args.rate:g} req/s (goal <= {GOAL_P99_MS:g} ms), "
-                f"errors {errors}: {'goal met' if met else 'GOAL NOT MET'}"
+                f"p99 {p99:.1f} ms at {args.rate:g} req/s (goal <= {GOAL_P99_MS:g} ms): "
+                f"{'goal met' if met else 'GOAL NOT MET'}"
             )
     lines += [
         "",
-        "req/s: closed-loop throughput; ratio: webhook/bare on the same server;",
-        "srv/cli CPU: CPU ms per request in gunicorn (all processes) / in the load generator;",
-        "rate..max: open loop, latency from each request's scheduled send time.",
+        "req/s   closed-loop throughput; ratio = webhook / bare on the same server",
+        "srv CPU CPU ms per request in gunicorn (master + workers), closed loop",
+        "db CPU  CPU ms per request in PostgreSQL's processes (SQLite runs inside srv)",
+        "cli CPU CPU ms per request in the load generator, closed loop",
+        "rate..  open loop: achieved req/s; latency from each request's scheduled send time",
+        "errors  responses other than 204 or connection errors, both loops",
+        "noise   mean cores used by other processes on this machine meanwhile (should be ~0)",
         "",
         *verdicts,
     ]
@@ -230,49 +323,67 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     began = time.monotonic()
     rows: list[Row] = []
-    breakdowns: dict[str, list[tuple[str, float]]] = {}
-    profiles: dict[str, str] = {}
+    extras: list[str] = []
     account = fixture_account()
-    with tempfile.TemporaryDirectory(prefix="alliance-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="alliance-bench-") as tmp, _log_to(Path(tmp)):
         for label, url in targets:
             path = Path(tmp) / label
-            if url is None:
-                rows += _run_one(label, path, f"sqlite:///{path / 'alliance.db'}", account, args)
+            with contextlib.ExitStack() as stack:
+                if url is None:
+                    database_url = f"sqlite:///{path / 'alliance.db'}"
+                else:
+                    try:
+                        database_url = stack.enter_context(postgres_database(url))
+                    except psycopg.Error as exc:
+                        print(f"  {label}: skipped, cannot create the bench database: {exc}")
+                        continue
+                instance = prepare_instance(path, database_url, account)
+                rows += run_database(label, instance, args)
                 if not args.no_parts:
-                    breakdowns[label] = parts.breakdown(_reopen(path, account))
+                    print(f"  {label}: timing the steps in-process ...", flush=True)
+                    extras += _breakdown(label, parts.breakdown(instance))
                 if args.profile:
-                    profiles[label] = parts.profile(_reopen(path, account))
-                continue
-            with postgres_database(url) as bench_url:
-                rows += _run_one(label, path, bench_url, account, args)
-                if not args.no_parts:
-                    breakdowns[label] = parts.breakdown(_reopen(path, account))
-                if args.profile:
-                    profiles[label] = parts.profile(_reopen(path, account))
+                    extras += [f"\ncProfile, {label}, webhook requests via the Flask test client:"]
+                    extras += [parts.profile(instance)]
+    if not rows:
+        print("nothing was measured", file=sys.stderr)
+        return 1
     print()
-    for line in report(rows, args):
+    for line in [*report(rows, args), *extras]:
         print(line)
-    for label, steps in breakdowns.items():
-        print(f"\nwhere the time goes, {label} (in-process, no HTTP, mean of 300, us per op):")
-        for step, micros in steps:
-            print(f"  {step:<40} {micros:>9.0f}")
-    for label, text in profiles.items():
-        print(f"\ncProfile, {label}, webhook requests through the Flask test client:\n{text}")
-    print(f"\ntotal time {time.monotonic() - began:.0f} s")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\ntotal time {time.monotonic() - began:.0f} s, load average now {load:.2f}")
     return 0
 
 
-_INSTANCES: dict[Path, Instance] = {}
+@contextlib.contextmanager
+def _log_to(folder: Path) -> Iterator[None]:
+    """Send this process's logs to a file, as JSON like the server's, while the block runs.
+
+    create_app() keeps a root handler that is already there, so the in-process timings pay
+    for the same log lines as gunicorn does, and the terminal stays readable.
+    """
+    handler = logging.FileHandler(folder / "bench.log")
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        handler.close()
 
 
-def _run_one(label: str, path: Path, url: str, account: str, args) -> list[Row]:
-    instance = prepare_instance(path, url, account)
-    _INSTANCES[path] = instance
-    return run_database(label, instance, args)
-
-
-def _reopen(path: Path, _account: str) -> Instance:
-    return _INSTANCES[path]
+def _breakdown(label: str, steps: list[tuple[str, tuple[float, float]]]) -> list[str]:
+    lines = [
+        f"\nwhere the time goes, {label}: in-process, no HTTP, mean per op",
+        f"  {'step':<42} {'wall ms':>8} {'CPU ms':>8}",
+    ]
+    lines += [f"  {step:<42} {wall:>8.3f} {cpu:>8.3f}" for step, (wall, cpu) in steps]
+    return lines
 
 
 if __name__ == "__main__":

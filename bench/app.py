@@ -2,12 +2,14 @@
 
 gunicorn loads it as `bench.app:create_bench_app()`. Settings come the usual way: the
 instance folder named by ALLIANCE_INSTANCE_PATH holds alliance.toml (written by
-bench.server.prepare_instance) with the secrets and the DATABASE_URL.
+bench.server.prepare_instance) with the secrets and the DATABASE_URL. create_app() sends the
+JSON logs to stderr, which the bench points at a file, so each stored webhook pays for its
+log line as it would in production.
 """
 
 from flask import Flask, Response, request
 
-from plugin import create_app, logs
+from plugin import create_app
 
 BARE_PATH = "/bench/bare"
 WEBHOOK_PATH = "/webhooks/standard"
@@ -26,8 +28,5 @@ def add_bare_route(app: Flask) -> Flask:
 
 
 def create_bench_app(config: dict | None = None) -> Flask:
-    """Return the service app plus the bare route, logging as `alliance-check serve` does."""
-    app = create_app(config)
-    # One JSON log line per stored webhook is part of the real cost, so keep it.
-    logs.configure(app.config["LOG_LEVEL"])
-    return add_bare_route(app)
+    """Return the service app plus the bare route."""
+    return add_bare_route(create_app(config))

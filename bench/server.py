@@ -1,6 +1,7 @@
 """Prepare an instance folder and database, and run gunicorn on it as a subprocess."""
 
 import base64
+import json
 import os
 import secrets
 import signal
@@ -10,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -34,26 +35,45 @@ class Instance:
     """What the load generator needs to know about a prepared instance."""
 
     path: Path
-    database_url: str
-    webhook_secret: str
+    settings: dict = field(repr=False)  # what alliance.toml holds, secrets included
+
+    @property
+    def database_url(self) -> str:
+        """Return the instance's database URL."""
+        return self.settings["DATABASE_URL"]
+
+    @property
+    def webhook_secret(self) -> str:
+        """Return the Standard Webhooks secret deliveries are signed with."""
+        return self.settings["STANDARD_WEBHOOK_SECRET"]
+
+    def config(self) -> dict:
+        """Return create_app() overrides for this process: beat any ALLIANCE_* in its env."""
+        return {"INSTANCE_PATH": str(self.path), **self.settings}
 
 
 def prepare_instance(path: Path, database_url: str, account_id: str) -> Instance:
     """Write fresh secrets to <path>/alliance.toml, migrate the database, seed one practice."""
     path.mkdir(parents=True, exist_ok=True)
-    webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    settings = path / "alliance.toml"
-    settings.write_text(
-        "# Written by `python -m bench` for one run; thrown away afterwards.\n"
-        f'SECRET_KEY = "{secrets.token_urlsafe(32)}"\n'
-        f'SECRET_KEYS = "{Fernet.generate_key().decode()}"\n'
-        f'STANDARD_WEBHOOK_SECRET = "{webhook_secret}"\n'
-        f'DATABASE_URL = "{database_url}"\n'
-        "SCHEDULER_ENABLED = false\n"
-        'LOG_LEVEL = "INFO"\n'
+    instance = Instance(
+        path=path,
+        settings={
+            "SECRET_KEY": secrets.token_urlsafe(32),
+            "SECRET_KEYS": Fernet.generate_key().decode(),
+            "STANDARD_WEBHOOK_SECRET": "whsec_"
+            + base64.b64encode(secrets.token_bytes(24)).decode(),
+            "DATABASE_URL": database_url,
+            "SCHEDULER_ENABLED": False,
+            "LOG_LEVEL": "INFO",
+        },
     )
-    settings.chmod(0o600)
-    app = create_app({"INSTANCE_PATH": str(path)})
+    # The gunicorn workers read this file (their environment holds no other ALLIANCE_*).
+    lines = ["# Written by `python -m bench` for one run; thrown away afterwards."]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in instance.settings.items()]
+    settings_file = path / "alliance.toml"
+    settings_file.touch(mode=0o600)
+    settings_file.write_text("\n".join(lines) + "\n")
+    app = create_app(instance.config())
     with app.app_context():
         engine = database().engine
         upgrade(engine)
@@ -67,18 +87,21 @@ def prepare_instance(path: Path, database_url: str, account_id: str) -> Instance
                 root=path,
             )
         engine.dispose()
-    return Instance(path=path, database_url=database_url, webhook_secret=webhook_secret)
+    return instance
 
 
 @contextmanager
 def postgres_database(url: str) -> Iterator[str]:
-    """Create the dedicated database alliance_bench next to `url`'s, yield its URL, drop it.
+    """Create the dedicated database alliance_bench on `url`'s server, yield its URL, drop it.
 
-    The database named in `url` (e.g. the test database) is only used to connect from; its
-    tables are never touched.
+    Only the server, user and password of `url` are used: the database it names (e.g. the
+    test database) is never touched.
     """
     server = make_url(url)
-    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    # CREATE/DROP DATABASE run from the maintenance database, as psql would.
+    admin = server.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
     name = sql.Identifier(BENCH_DATABASE)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
@@ -99,6 +122,9 @@ def free_port() -> int:
 
 class Gunicorn:
     """One gunicorn master (gthread workers) serving bench.app on 127.0.0.1."""
+
+    # What gunicorn loads; a class attribute so an experiment can serve a variant.
+    app_spec = "bench.app:create_bench_app()"
 
     def __init__(self, instance: Instance, workers: int, threads: int) -> None:
         """Remember the settings; start() launches the process."""
@@ -136,7 +162,7 @@ class Gunicorn:
             "30",
             "--log-level",
             "warning",
-            "bench.app:create_bench_app()",
+            self.app_spec,
         ]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -212,6 +238,23 @@ def machine_busy_seconds() -> float | None:
     # user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
     busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4))
     return busy / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """Return CPU seconds used so far by the running PostgreSQL server processes (Linux only)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        command, _, rest = stat.partition(" (")[2].rpartition(")")
+        if command == "postgres":
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _children(pid: int) -> list[int]:
