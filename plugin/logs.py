@@ -41,5 +41,7 @@ def configure(level: str) -> None:
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level)
-    # APScheduler reports every successful tick at INFO; only its problems are news.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # APScheduler reports every successful tick, and Alembic every plugin it loads, at INFO;
+    # only their problems are news.
+    for chatty in ("apscheduler", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
