@@ -10,9 +10,6 @@ import requests
 from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
-from fhir_mappings.bundle import ResponseContext, build_transaction
-from fhir_mappings.instrument import load_bundled
-from fhir_mappings.scoring import score, validate_answers
 from plugin import create_app
 from plugin.dispatch import DispatchSettings, dispatch_due
 from plugin.ehr_clients import EhrClients
@@ -28,8 +25,8 @@ from plugin.models import (
 from plugin.practices import add_practice
 from plugin.signing_keys import generate, load_signer
 from tests import fhir_server
+from tests.backlog import queue_writes
 from tests.conftest import Webhooks, session_ended
-from tests.integration.test_survey import FULL
 
 BACKLOG = 200
 
@@ -98,62 +95,6 @@ def test_two_workers_send_each_of_a_backlog_exactly_once(committed_app):
 
 
 WRITES = 40
-
-
-def queue_writes(session, practice: Practice, vault, count: int) -> None:
-    """Queue `count` answered responses for practice, as the survey page would."""
-    instrument = load_bundled()
-    answers, _ = validate_answers(instrument, FULL)
-    scores = score(instrument, answers)
-    now = datetime.now(UTC)
-    for n in range(count):
-        event = SessionEvent(
-            practice_id=practice.id,
-            platform="standard",
-            event_id=f"e-{n}",
-            session_id=f"s-{n}",
-            started_at=now,
-            ended_at=now,
-            patient_ref="Patient/c1",
-            practitioner_ref="Practitioner/p1",
-            received_at=now,
-        )
-        invitation = Invitation(
-            practice_id=practice.id,
-            session_event=event,
-            status="answered",
-            questionnaire=instrument.canonical,
-            language="en",
-            due_at=now,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        session.add_all([event, invitation])
-        session.flush()
-        bundle = build_transaction(
-            instrument,
-            answers,
-            scores,
-            ResponseContext(
-                response_id=invitation.id,
-                identifier_system="https://example.org/sid/r",
-                patient="Patient/c1",
-                practitioner=None,
-                encounter=None,
-                authored=now,
-                session_ended_at=now,
-            ),
-        )
-        session.add(
-            EhrWrite(
-                practice_id=practice.id,
-                invitation_id=invitation.id,
-                bundle=vault.seal(bundle),
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
-    session.commit()
 
 
 def test_two_workers_write_a_backlog_to_the_ehr_with_no_duplicates(committed_app, oauth_server):

@@ -6,13 +6,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from fhir_mappings.instrument import load_bundled
 from plugin.crypto import new_token
 from plugin.models import EhrWrite, Invitation
+from tests.backlog import FULL, INSTRUMENT
 from tests.conftest import session_ended
-
-INSTRUMENT = load_bundled()
-FULL = {item.link_id: item.options[-1].code for item in INSTRUMENT.choice_items}
 
 
 @pytest.fixture

@@ -1,0 +1,68 @@
+"""Queue many answered responses at once, for the two-worker test and the drain benchmark."""
+
+from datetime import UTC, datetime
+
+from fhir_mappings.bundle import ResponseContext, build_transaction
+from fhir_mappings.instrument import load_bundled
+from fhir_mappings.scoring import score, validate_answers
+from plugin.models import EhrWrite, Invitation, Practice, SessionEvent
+
+INSTRUMENT = load_bundled()
+# Every choice answered with its highest option.
+FULL = {item.link_id: item.options[-1].code for item in INSTRUMENT.choice_items}
+
+
+def queue_writes(session, practice: Practice, vault, count: int) -> None:
+    """Queue `count` answered responses for practice, as the survey page would."""
+    instrument = INSTRUMENT
+    answers, _ = validate_answers(instrument, FULL)
+    scores = score(instrument, answers)
+    now = datetime.now(UTC)
+    for n in range(count):
+        event = SessionEvent(
+            practice_id=practice.id,
+            platform="standard",
+            event_id=f"e-{n}",
+            session_id=f"s-{n}",
+            started_at=now,
+            ended_at=now,
+            patient_ref="Patient/c1",
+            practitioner_ref="Practitioner/p1",
+            received_at=now,
+        )
+        invitation = Invitation(
+            practice_id=practice.id,
+            session_event=event,
+            status="answered",
+            questionnaire=instrument.canonical,
+            language="en",
+            due_at=now,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        session.add_all([event, invitation])
+        session.flush()
+        bundle = build_transaction(
+            instrument,
+            answers,
+            scores,
+            ResponseContext(
+                response_id=invitation.id,
+                identifier_system="https://example.org/sid/r",
+                patient="Patient/c1",
+                practitioner=None,
+                encounter=None,
+                authored=now,
+                session_ended_at=now,
+            ),
+        )
+        session.add(
+            EhrWrite(
+                practice_id=practice.id,
+                invitation_id=invitation.id,
+                bundle=vault.seal(bundle),
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    session.commit()
