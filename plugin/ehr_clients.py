@@ -5,11 +5,11 @@ from pathlib import Path
 
 import requests
 
-from plugin.ehr_writers import EhrTargetError, EhrWriter, writer_for
+from plugin.ehr_writers import EhrTargetError, EhrWriter, FhirError, writer_for
 from plugin.fhir_writer import FhirWriter
-from plugin.models import Practice
-from plugin.signing_keys import Signer
-from plugin.smart import TokenCache, fetch_token
+from plugin.models import EhrConnection, Practice
+from plugin.signing_keys import NoSigningKeyError, Signer
+from plugin.smart import SmartError, TokenCache, fetch_token
 
 
 class EhrClients:
@@ -32,12 +32,11 @@ class EhrClients:
             raise EhrTargetError("not connected; run `alliance-check ehr connect`")
 
         def token() -> str:
-            return self.tokens.get(
-                practice.id,
-                lambda: fetch_token(
-                    connection.client_id, connection.token_endpoint, connection.scope, self.signer()
-                ),
-            )
+            try:
+                return self._token(practice, connection)
+            except (SmartError, NoSigningKeyError) as exc:
+                # Worth retrying: keys get generated, EHR admins fix grants, servers come back.
+                raise FhirError(f"no token: {exc}", retryable=True) from exc
 
         return FhirWriter(
             connection.fhir_base,
@@ -45,4 +44,12 @@ class EhrClients:
             token,
             lambda: self.tokens.forget(practice.id),
             self.http,
+        )
+
+    def _token(self, practice: Practice, connection: EhrConnection) -> str:
+        return self.tokens.get(
+            practice.id,
+            lambda: fetch_token(
+                connection.client_id, connection.token_endpoint, connection.scope, self.signer()
+            ),
         )

@@ -33,7 +33,8 @@ def _error_for(response: requests.Response) -> FhirError:
     """Classify a failed response: which failures can a retry fix?"""
     status = response.status_code
     reason = f"FHIR server answered {status}"
-    if status in (408, 429) or status >= 500:
+    # 401 even with a fresh token: usually the EHR has not fetched our rotated JWKS yet.
+    if status in (401, 408, 429) or status >= 500:
         return FhirError(
             reason, retryable=True, response=response, retry_after=_retry_after(response)
         )
@@ -122,10 +123,9 @@ class FhirWriter:
                 raise FhirError(
                     f"FHIR server unreachable ({type(exc).__name__})", retryable=True
                 ) from exc
-            if response.status_code == 401 and attempt == 1:
-                self.forget_token()
-                continue
-            if response.status_code >= 400:
-                raise _error_for(response)
-            return response
-        raise _error_for(response)
+            if response.status_code != 401 or attempt == 2:
+                break
+            self.forget_token()
+        if response.status_code >= 400:
+            raise _error_for(response)
+        return response

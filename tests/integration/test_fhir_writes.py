@@ -288,3 +288,16 @@ def test_a_smart_v1_server_gets_v1_write_scopes(app, connected, oauth_server, an
 
 def _published(app) -> list[dict]:
     return app.test_client().get("/.well-known/jwks.json").json["keys"]
+
+
+def test_refused_token_is_retried_later_with_the_reason_kept(
+    app, connected, ehr, answered, db, oauth_server
+):
+    connected(ehr)
+    app.extensions["smart_tokens"].forget(answered.practice_id)
+    oauth_server.reset()  # the EHR's authorization server forgot us
+    tick(app)
+    db.refresh(answered)
+    assert (answered.status, answered.attempts) == ("pending", 1)
+    assert answered.last_error == "no token: token request refused: invalid_client"
+    assert resources(ehr) == {}
