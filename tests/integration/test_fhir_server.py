@@ -170,6 +170,42 @@ def test_conditional_create_by_header_finds_the_first_copy(fhir):
     assert fhir.stats()["resources"] == {"Observation": 1}
 
 
+def test_identifier_searches_match_as_medplum_does(fhir):
+    """The server answers identifier searches from an index; it must agree with a full scan."""
+    system = CONTEXT["identifier_system"]
+
+    def ids(identifier: str) -> list[str]:
+        return sorted(
+            obs["identifier"][0]["value"] for obs in search(fhir, "Observation", identifier)
+        )
+
+    first, second = observation(), observation()
+    first["identifier"][0]["value"] = "Abc-1"
+    second["identifier"][0]["value"] = "abc-2"
+    for obs in (first, second):
+        assert post(fhir, "/Observation", obs).status_code == 201
+    assert ids(f"{system}|abc-1") == ["Abc-1"]  # tokens match case-insensitively
+    assert ids("ABC-1") == ["Abc-1"]  # no system: any system
+    assert ids("|Abc-1") == []  # empty system: only identifiers without one
+    assert ids("https://other.example|Abc-1") == []
+    assert ids(f"{system}|") == ["Abc-1", "abc-2"]  # the system alone
+    assert ids(f"{system}|abc-1,{system}|abc-2,{system}|abc-3") == ["Abc-1", "abc-2"]
+
+    (stored,) = search(fhir, "Observation", f"{system}|Abc-1")
+    stored["identifier"][0]["value"] = "xyz"
+    put = requests.put(
+        f"{fhir.base_url}/Observation/{stored['id']}", json=stored, headers=FHIR_JSON, timeout=10
+    )
+    assert put.status_code == 200, put.text
+    assert ids(f"{system}|Abc-1") == []
+    assert ids(f"{system}|xyz") == ["xyz"]
+    (other,) = search(fhir, "Observation", f"{system}|abc-2")
+    deleted = requests.delete(f"{fhir.base_url}/Observation/{other['id']}", timeout=10)
+    assert deleted.status_code == 200, deleted.text
+    assert ids(f"{system}|abc-2") == []
+    assert ids(f"{system}|") == ["xyz"]
+
+
 # -- strictness -------------------------------------------------------------------------------
 
 
@@ -478,6 +514,49 @@ def test_a_transaction_with_an_entry_the_server_cannot_create_rolls_back(strict_
     response = post(strict_ehr, "/", bundle)
     assert response.status_code == 405
     assert strict_ehr.stats()["resources"] == {"Patient": 1}
+
+
+def test_a_failed_transaction_restores_what_it_updated_and_deleted(strict_ehr):
+    strict_ehr.reset()
+
+    def put(path: str, resource: dict) -> None:
+        response = requests.put(
+            f"{strict_ehr.base_url}{path}", json=resource, headers=FHIR_JSON, timeout=10
+        )
+        assert response.status_code in (200, 201), response.text
+
+    put("/Patient/p2", {"resourceType": "Patient", "id": "p2", "gender": "female"})
+    put("/Practitioner/old", {"resourceType": "Practitioner", "id": "old"})
+    before = get(strict_ehr, "/Patient/p2").json()
+
+    bundle = transaction(encounter=None)  # Patient/c1 does not exist: fails after every write
+    bundle["entry"] += [
+        {
+            "resource": {"resourceType": "Patient", "id": "p2", "gender": "male"},
+            "request": {"method": "PUT", "url": "Patient/p2"},
+        },
+        {"request": {"method": "DELETE", "url": "Practitioner/old"}},
+    ]
+    refused = post(strict_ehr, "/", bundle)
+    assert refused.status_code == 400
+    assert any('"Patient/c1" does not resolve' in i for i in issues(refused))
+    assert get(strict_ehr, "/Patient/p2").json() == before
+    history = get(strict_ehr, "/Patient/p2/_history").json()
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == [
+        before["meta"]["versionId"]
+    ]
+    assert get(strict_ehr, "/Practitioner/old").status_code == 200
+    assert strict_ehr.stats()["resources"] == {"Patient": 1, "Practitioner": 1}
+
+    # What the failed transaction created is gone, so its conditional creates create again.
+    put("/Patient/c1", {"resourceType": "Patient", "id": "c1"})
+    bundle = transaction(encounter=None)
+    accepted = post(strict_ehr, "/", bundle)
+    assert accepted.status_code == 200, accepted.text
+    assert [e["response"]["status"] for e in accepted.json()["entry"]] == ["201"] * 5
+    for entry in bundle["entry"][1:]:
+        ident = entry["request"]["ifNoneExist"].removeprefix("identifier=")
+        assert len(search(strict_ehr, "Observation", ident)) == 1
 
 
 # -- outages --------------------------------------------------------------------------------
