@@ -37,7 +37,11 @@ def record_session_ended(
     contact = vault.seal({"email": event.client.email, "phone": event.client.phone})
     event_row_id, invitation_id = new_id(), new_id()
 
-    practice_id = session.scalar(select(Practice.id).where(Practice.account_id == event.account_id))
+    # Core on the session's connection: the ORM layer adds milliseconds here and nothing else.
+    connection = session.connection()
+    practice_id = connection.scalar(
+        select(Practice.id).where(Practice.account_id == event.account_id)
+    )
     if practice_id is None:
         log.info(
             "webhook.unknown_account",
@@ -48,8 +52,8 @@ def record_session_ended(
     # ON CONFLICT DO NOTHING covers both unique keys (webhook id, and practice+session), so
     # concurrent replays race safely inside the database instead of in Python. Core inserts,
     # not ORM objects: the ORM's unit of work was most of this function's cost (bench/).
-    inserted = session.scalar(
-        _insert(session)(SessionEvent)
+    inserted = connection.scalar(
+        _insert(session)(SessionEvent.__table__)
         .values(
             id=event_row_id,
             practice_id=practice_id,
@@ -64,15 +68,15 @@ def record_session_ended(
             received_at=now,
         )
         .on_conflict_do_nothing()
-        .returning(SessionEvent.id)
+        .returning(SessionEvent.__table__.c.id)
     )
     if inserted is None:
         session.rollback()
         log.info("webhook.duplicate", extra={"practice_id": practice_id})
         return Outcome.DUPLICATE
 
-    session.execute(
-        insert(Invitation).values(
+    connection.execute(
+        insert(Invitation.__table__).values(
             id=invitation_id,
             practice_id=practice_id,
             session_event_id=event_row_id,
