@@ -12,7 +12,6 @@ The ratio is baseline time / product time (1.0 = no overhead).
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import func, select
 
+from bench.post_loop import peak_rss_mb
 from bench.server import prepare_instance
 from plugin import create_app
 from plugin.ehr_clients import EhrClients
@@ -34,10 +34,6 @@ from plugin.smart import fetch_token
 from tests import fhir_server
 from tests.backlog import queue_writes
 from tests.oauth_server import start_oauth_server
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_worker(instance: str) -> dict:
@@ -56,7 +52,7 @@ def run_worker(instance: str) -> dict:
             http,
         )
         written = write_due(sessions, vault, clients.writer_for, settings, datetime.now(UTC))
-    return {"seconds": time.perf_counter() - started, "written": written, "rss_mb": _peak_rss_mb()}
+    return {"seconds": time.perf_counter() - started, "written": written, "rss_mb": peak_rss_mb()}
 
 
 def _child(module: str, *args: str) -> dict:

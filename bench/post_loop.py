@@ -7,12 +7,24 @@ peak RSS is that of a bare loop.
 """
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 
 import requests
+
+
+def peak_rss_mb() -> float:
+    """Return this process's peak resident set size in MB.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child started
+    by a large parent would report the parent's peak.
+    """
+    status = Path("/proc/self/status").read_text()
+    return (
+        int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+        / 1024
+    )
 
 
 def main(bundles_file: str, url: str, token: str) -> None:
@@ -28,7 +40,7 @@ def main(bundles_file: str, url: str, token: str) -> None:
             {
                 "seconds": time.perf_counter() - started,
                 "written": len(bundles),
-                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_mb": peak_rss_mb(),
             }
         )
     )
