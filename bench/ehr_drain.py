@@ -73,15 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     with tempfile.TemporaryDirectory() as tmp, start_oauth_server() as oauth:
-        flags = (
-            "--token-endpoint",
-            oauth.token_endpoint,
-            "--require-bearer",
-            "--issuer-jwks",
-            oauth.jwks_url,
-            "--token-issuer",
-            oauth.issuer,
-        )
+        flags = fhir_server.trusting(oauth)
         with fhir_server.running(*flags) as ehr:
             path = Path(tmp) / "var"
             instance = prepare_instance(path, f"sqlite:///{path / 'bench.db'}", "demo")

@@ -33,6 +33,14 @@ START_TIMEOUT = 30.0
 _LISTENING = re.compile(r"^listening (http://127\.0\.0\.1:(\d+)\S*)", re.MULTILINE)
 
 
+def trusting(oauth) -> tuple[str, ...]:
+    """Flags that make the server advertise and require tokens from the test OAuth server."""
+    return (
+        "--token-endpoint", oauth.token_endpoint, "--require-bearer",
+        "--issuer-jwks", oauth.jwks_url, "--token-issuer", oauth.issuer,
+    )  # fmt: skip
+
+
 class FhirServerError(RuntimeError):
     """The test FHIR server could not be installed or started."""
 

@@ -102,15 +102,7 @@ def test_two_workers_write_a_backlog_to_the_ehr_with_no_duplicates(committed_app
     app = committed_app
     sessions, vault = app.extensions["db"].sessions, app.extensions["vault"]
     oauth_server.reset()
-    flags = (
-        "--token-endpoint",
-        oauth_server.token_endpoint,
-        "--require-bearer",
-        "--issuer-jwks",
-        oauth_server.jwks_url,
-        "--token-issuer",
-        oauth_server.issuer,
-    )
+    flags = fhir_server.trusting(oauth_server)
     runner = app.test_cli_runner()
     with fhir_server.running(*flags) as ehr, sessions() as session:
         key = generate(session, vault, "ES384")

@@ -22,17 +22,7 @@ from tests.integration.test_survey import FULL, csrf, link  # noqa: F401  (fixtu
 def server_flags(oauth, *extra: str, enforce_scopes: bool = True) -> tuple[str, ...]:
     """Flags for a FHIR server that trusts the test authorization server's tokens."""
     scopes = ("--enforce-scopes",) if enforce_scopes else ()
-    return (
-        "--token-endpoint",
-        oauth.token_endpoint,
-        "--require-bearer",
-        "--issuer-jwks",
-        oauth.jwks_url,
-        "--token-issuer",
-        oauth.issuer,
-        *scopes,
-        *extra,
-    )
+    return (*fhir_server.trusting(oauth), *scopes, *extra)
 
 
 @pytest.fixture(scope="module")
