@@ -77,7 +77,7 @@ def prepare_instance(path: Path, database_url: str, account_id: str) -> Instance
     with app.app_context():
         engine = database().engine
         upgrade(engine)
-        with database().session() as session:
+        with database().sessions() as session:
             add_practice(
                 session,
                 account_id=account_id,
@@ -240,16 +240,21 @@ def machine_busy_seconds() -> float | None:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu_seconds() -> float:
-    """Return CPU seconds used so far by the running PostgreSQL server processes (Linux only)."""
-    total = 0.0
+def _process_stats() -> Iterator[tuple[int, str]]:
+    """Yield (pid, contents of /proc/<pid>/stat) for every process still there."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            yield int(entry.name), (entry / "stat").read_text()
         except OSError:
             continue
+
+
+def postgres_cpu_seconds() -> float:
+    """Return CPU seconds used so far by the running PostgreSQL server processes (Linux only)."""
+    total = 0.0
+    for _pid, stat in _process_stats():
         command, _, rest = stat.partition(" (")[2].rpartition(")")
         if command == "postgres":
             fields = rest.split()
@@ -259,14 +264,6 @@ def postgres_cpu_seconds() -> float:
 
 def _children(pid: int) -> list[int]:
     """Return the pids whose parent is `pid`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
+    return [
+        child for child, stat in _process_stats() if int(stat.rsplit(")", 1)[1].split()[1]) == pid
+    ]

@@ -48,7 +48,7 @@ def dev_init() -> None:
     app = create_app()
     with app.app_context():
         upgrade(database().engine)
-        with database().session() as session:
+        with database().sessions() as session:
             if not session.scalar(select(Practice).where(Practice.account_id == DEMO_ACCOUNT)):
                 add_practice(
                     session,
@@ -144,7 +144,7 @@ def demo(timeout: int) -> None:
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with database().session() as session:
+        with database().sessions() as session:
             invitation = session.scalar(
                 select(Invitation).join(SessionEvent).where(SessionEvent.session_id == session_id)
             )

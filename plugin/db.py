@@ -1,7 +1,5 @@
 """Bind SQLAlchemy to the app: one engine, a session per request or job, and migrations."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,12 +79,6 @@ class Database:
     def __init__(self, url: str):
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """Yield a session for one job run; commit is the caller's, rollback is automatic."""
-        with self.sessions() as session:
-            yield session
 
 
 def init_app(app: Flask) -> None:

@@ -28,7 +28,7 @@ def _yes(flag: bool) -> str:
 @click.option("--client-id", required=True, help="Our client id, registered with the EHR.")
 def connect_command(account_id: str, fhir_base: str, client_id: str) -> None:
     """Check discovery and a token grant at FHIR_BASE, then write ACCOUNT_ID's responses there."""
-    with database().session() as session:
+    with database().sessions() as session:
         practice = session.scalar(select(Practice).where(Practice.account_id == account_id))
         if practice is None:
             raise click.ClickException(f"no practice with account {account_id!r}")
@@ -108,7 +108,7 @@ def list_command(status: str | None, account_id: str | None, limit: int) -> None
         query = query.where(EhrWrite.status == status)
     if account_id:
         query = query.join(Practice).where(Practice.account_id == account_id)
-    with database().session() as session:
+    with database().sessions() as session:
         for write in session.scalars(query):
             click.echo(_row(write))
 
@@ -117,7 +117,7 @@ def list_command(status: str | None, account_id: str | None, limit: int) -> None
 @click.argument("write_id")
 def show_command(write_id: str) -> None:
     """Show one write and, if the EHR refused it, where its OperationOutcome points."""
-    with database().session() as session:
+    with database().sessions() as session:
         write = session.get(EhrWrite, write_id)
         if write is None:
             raise click.ClickException(f"no EHR write {write_id}")
@@ -146,7 +146,7 @@ def show_command(write_id: str) -> None:
 @click.option("--all-dead", is_flag=True, help="Retry every dead-lettered write.")
 def retry_command(write_ids: tuple[str, ...], all_dead: bool) -> None:
     """Send dead-lettered writes again, with a fresh retry window."""
-    with database().session() as session:
+    with database().sessions() as session:
         query = select(EhrWrite).where(EhrWrite.status == "dead")
         if not all_dead:
             if not write_ids:

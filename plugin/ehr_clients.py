@@ -5,7 +5,7 @@ from pathlib import Path
 
 import requests
 
-from plugin.ehr_writers import EhrTargetError, EhrWriter, FhirError, writer_for
+from plugin.ehr_writers import EhrTargetError, EhrWriter, FhirError, sink_for
 from plugin.fhir_writer import FhirWriter
 from plugin.models import EhrConnection, Practice
 from plugin.signing_keys import NoSigningKeyError, Signer
@@ -26,7 +26,7 @@ class EhrClients:
     def writer_for(self, practice: Practice) -> EhrWriter:
         """Return the writer for this practice's own EHR, and no other."""
         if practice.ehr_target.startswith("ndjson:"):
-            return writer_for(practice.ehr_target, self.root)
+            return sink_for(practice.ehr_target, self.root)
         connection = practice.ehr_connection
         if connection is None or connection.fhir_base != practice.ehr_target:
             raise EhrTargetError("not connected; run `alliance-check ehr connect`")

@@ -91,7 +91,7 @@ def _resolved(bundle: dict) -> list[dict]:
     ]
 
 
-def writer_for(target: str, root: Path) -> EhrWriter:
+def sink_for(target: str, root: Path) -> EhrWriter:
     """Return the sink for an ndjson: target; relative paths are under root."""
     scheme, _, rest = target.partition(":")
     if scheme == "ndjson" and rest:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from plugin.db import database
-from plugin.ehr_writers import EhrTargetError, writer_for
+from plugin.ehr_writers import EhrTargetError, sink_for
 from plugin.models import Practice
 from webhooks.events import is_iana_timezone
 
@@ -26,7 +26,7 @@ def add_practice(
     if not is_iana_timezone(timezone):
         raise PracticeError(f"unknown time zone {timezone!r}; use an IANA name like Europe/Paris")
     try:
-        writer_for(ehr_target, root)
+        sink_for(ehr_target, root)
     except EhrTargetError as exc:
         raise PracticeError(str(exc)) from exc
     if session.scalar(select(Practice).where(Practice.account_id == account_id)):
@@ -61,7 +61,7 @@ def practice_cli() -> None:
 )
 def add_command(account_id: str, name: str, timezone: str, ehr_target: str) -> None:
     """Install a practice under its platform ACCOUNT_ID."""
-    with database().session() as session:
+    with database().sessions() as session:
         try:
             practice = add_practice(
                 session,
@@ -79,7 +79,7 @@ def add_command(account_id: str, name: str, timezone: str, ehr_target: str) -> N
 @practice_cli.command("list")
 def list_command() -> None:
     """List installed practices."""
-    with database().session() as session:
+    with database().sessions() as session:
         practices = session.scalars(select(Practice).order_by(Practice.account_id)).all()
     if not practices:
         click.echo("no practices installed; add one with `alliance-check practice add`")

@@ -100,7 +100,7 @@ def keys_cli() -> None:
 @click.option("--alg", type=click.Choice(sorted(ALGORITHMS)), default="ES384", show_default=True)
 def generate_command(alg: str) -> None:
     """Make a new signing key; it signs from now on, older keys stay published."""
-    with database().session() as session:
+    with database().sessions() as session:
         row = generate(session, vault(), alg)
     click.echo(f"generated {alg} key {row.kid}; it now signs, older keys stay published")
 
@@ -108,7 +108,7 @@ def generate_command(alg: str) -> None:
 @keys_cli.command("list")
 def list_command() -> None:
     """List keys, newest first, with which one signs."""
-    with database().session() as session:
+    with database().sessions() as session:
         rows = session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())).all()
     signing = next((r.kid for r in rows if r.retired_at is None), None)
     for row in rows:
@@ -120,7 +120,7 @@ def list_command() -> None:
 @click.argument("kid")
 def retire_command(kid: str) -> None:
     """Stop publishing key KID (do this once EHRs have fetched the newer key)."""
-    with database().session() as session:
+    with database().sessions() as session:
         row = session.get(SigningKey, kid)
         if row is None or row.retired_at:
             raise click.ClickException(f"no published key {kid}")

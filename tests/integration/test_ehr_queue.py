@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from plugin.ehr_queue import WriteSettings, write_due
-from plugin.ehr_writers import EhrTargetError, FhirError, NdjsonSink, writer_for
+from plugin.ehr_writers import EhrTargetError, FhirError, NdjsonSink, sink_for
 from plugin.models import EhrWrite
 from tests.integration.test_survey import FULL, csrf, link  # noqa: F401  (fixture)
 
@@ -19,7 +19,7 @@ def drain(app, writer=None, now=None) -> int:
     return write_due(
         app.extensions["db"].sessions,
         app.extensions["vault"],
-        lambda practice: writer or writer_for(practice.ehr_target, root),
+        lambda practice: writer or sink_for(practice.ehr_target, root),
         WriteSettings.from_config(app.config),
         now or datetime.now(UTC),
     )
@@ -101,7 +101,7 @@ def test_unexpected_error_counts_as_an_attempt_and_blocks_nothing(app, queued, d
 @pytest.mark.parametrize("target", ["https://ehr.example.org/fhir", "ndjson:", "s3://bucket"])
 def test_unsupported_targets_are_refused(target, tmp_path):
     with pytest.raises(EhrTargetError):
-        writer_for(target, tmp_path)
+        sink_for(target, tmp_path)
 
 
 def test_each_practice_writes_to_its_own_target(app, queued, db, practice):
