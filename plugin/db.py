@@ -114,16 +114,34 @@ def alembic_config(connection) -> Config:
     return config
 
 
+def _migrate(engine: Engine, step, revision: str) -> None:
+    """Run one Alembic command in a transaction; on SQLite with foreign keys off meanwhile."""
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        # Batch migrations rebuild a SQLite table by copying it and dropping the original;
+        # with foreign keys on, that drop would cascade-delete every row that points at it.
+        # The pragma is ignored inside a transaction, so it goes to the driver before BEGIN.
+        raw = connection.connection.driver_connection
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                step(alembic_config(connection), revision)
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise RuntimeError("migration left rows pointing at missing parents")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database to a revision."""
-    with engine.begin() as connection:
-        command.upgrade(alembic_config(connection), revision)
+    _migrate(engine, command.upgrade, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Migrate the database down to a revision."""
-    with engine.begin() as connection:
-        command.downgrade(alembic_config(connection), revision)
+    _migrate(engine, command.downgrade, revision)
 
 
 @click.group("db", cls=AppGroup)
