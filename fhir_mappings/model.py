@@ -1,6 +1,7 @@
 """Frozen value types describing an instrument, shared by parsing, scoring and bundles."""
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal
 
@@ -60,6 +61,46 @@ class Instrument:
     language: str | None
     items: tuple[Item, ...]
     code: Subscale | None
+    # language -> {"title" | "item:<linkId>" | "group:<linkId>" | "option:<linkId>:<code>": text},
+    # from the Questionnaire's translation extensions; not part of the instrument's identity.
+    translations: Mapping[str, Mapping[str, str]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def in_language(self, language: str) -> "Instrument":
+        """Return the instrument with its text in `language`, where a translation exists.
+
+        Codes, ordinals and link ids never change, so scoring is the same in every language;
+        text without a translation stays in the original.
+        """
+        texts = self.translations.get(language)
+        if not texts or language == self.language:
+            return self
+
+        def text(key: str, original: str) -> str:
+            return texts.get(key, original)
+
+        def group(g: Group) -> Group:
+            return replace(g, text=text(f"group:{g.link_id}", g.text) if g.text else g.text)
+
+        def item(i: Item) -> Item:
+            options = tuple(
+                replace(o, display=text(f"option:{i.link_id}:{o.code}", o.display))
+                for o in i.options
+            )
+            return replace(
+                i,
+                text=text(f"item:{i.link_id}", i.text),
+                options=options,
+                groups=tuple(group(g) for g in i.groups),
+            )
+
+        return replace(
+            self,
+            title=text("title", self.title),
+            language=language,
+            items=tuple(item(i) for i in self.items),
+        )
 
     @property
     def canonical(self) -> str:
