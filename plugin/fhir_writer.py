@@ -1,4 +1,8 @@
-"""Write transaction Bundles to a FHIR R4 server, in whatever way that server can take them."""
+"""Write transaction Bundles to a FHIR R4 server, in whatever way that server can take them.
+
+The same client also searches the server (Patients, for clients a platform did not name),
+through the same single request loop and its token refresh.
+"""
 
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +48,7 @@ def _error_for(response: requests.Response) -> FhirError:
 
 
 class FhirWriter:
-    """Send one response's Bundle to one practice's FHIR server."""
+    """Send one response's Bundle to one practice's FHIR server, or search that server."""
 
     def __init__(
         self,
@@ -89,6 +93,19 @@ class FhirWriter:
             )
             ids[entry["fullUrl"]] = f"{kind}/{self._created_id(response, kind)}"
 
+    def search(self, resource_type: str, params: dict[str, str]) -> list[dict]:
+        """Return the resources of the first page of a search (not its includes or outcomes)."""
+        reply = self._request("GET", resource_type, None, params=params).json()
+        if not (isinstance(reply, dict) and reply.get("type") == "searchset"):
+            raise FhirError("search answered something other than a searchset", retryable=False)
+        return [
+            entry["resource"]
+            for entry in reply.get("entry") or []
+            if isinstance(entry.get("resource"), dict)
+            and entry["resource"].get("resourceType") == resource_type
+            and entry.get("search", {}).get("mode", "match") == "match"
+        ]
+
     @staticmethod
     def _created_id(response: requests.Response, kind: str) -> str:
         location = response.headers.get("Location") or response.headers.get("Content-Location")
@@ -102,20 +119,27 @@ class FhirWriter:
         raise FhirError(f"{kind} create returned no id", retryable=False)
 
     def _request(
-        self, method: str, path: str, body: Any, headers: dict | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict | None = None,
+        params: dict | None = None,
     ) -> requests.Response:
         """Send one call with a bearer token; on 401 get a new token and try once more."""
+        content = {"Content-Type": FHIR_JSON} if body is not None else {}
         for attempt in (1, 2):
             try:
                 response = self.http.request(
                     method,
                     f"{self.base}/{path}".rstrip("/"),
                     json=body,
+                    params=params,
                     timeout=TIMEOUT,
                     headers={
                         "Authorization": f"Bearer {self.token()}",
                         "Accept": FHIR_JSON,
-                        "Content-Type": FHIR_JSON,
+                        **content,
                         **(headers or {}),
                     },
                 )

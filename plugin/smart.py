@@ -36,6 +36,9 @@ class ServerFacts:
     questionnaire_response_create: bool
     observation_create: bool
     document_reference_create: bool
+    # Whether Patient search is offered, to find a client the platform did not name (Zoom).
+    # Connections checked before this fact existed lack it and are tried as if it were true.
+    patient_search: bool = True
 
     def scope(self) -> str:
         """Return the system scopes our writes need, in the server's SMART dialect."""
@@ -44,6 +47,15 @@ class ServerFacts:
             types = ["Observation", "DocumentReference"]
         suffix = ".c" if self.smart_v2 else ".write"
         return " ".join(f"system/{t}{suffix}" for t in types)
+
+
+def patient_search_scope(smart_v2: bool) -> str:
+    """Return the read scope a Patient search needs, in the server's SMART dialect.
+
+    It is asked for in a token of its own, only when a client must be looked up: the write
+    token keeps its create-only scopes, and an EHR that refuses reads still takes writes.
+    """
+    return "system/Patient.rs" if smart_v2 else "system/Patient.read"
 
 
 def _get_json(http: requests.Session, url: str) -> dict:
@@ -59,13 +71,13 @@ def _get_json(http: requests.Session, url: str) -> dict:
         raise SmartError(f"{url} did not answer JSON", response) from exc
 
 
-def _creatable(capability: dict) -> set[str]:
+def _offering(capability: dict, interaction: str) -> set[str]:
     return {
         resource["type"]
         for rest in capability.get("rest", [])
         if rest.get("mode") == "server"
         for resource in rest.get("resource", [])
-        if any(i.get("code") == "create" for i in resource.get("interaction", []))
+        if any(i.get("code") == interaction for i in resource.get("interaction", []))
     }
 
 
@@ -80,7 +92,7 @@ def discover(http: requests.Session, fhir_base: str) -> ServerFacts:
     capability = _get_json(http, f"{base}/metadata")
     if capability.get("resourceType") != "CapabilityStatement":
         raise SmartError("metadata is not a CapabilityStatement")
-    creatable = _creatable(capability)
+    creatable = _offering(capability, "create")
     system_interactions = {
         i.get("code") for rest in capability.get("rest", []) for i in rest.get("interaction", [])
     }
@@ -93,6 +105,7 @@ def discover(http: requests.Session, fhir_base: str) -> ServerFacts:
         questionnaire_response_create="QuestionnaireResponse" in creatable,
         observation_create="Observation" in creatable,
         document_reference_create="DocumentReference" in creatable,
+        patient_search="Patient" in _offering(capability, "search-type"),
     )
 
 

@@ -1,26 +1,37 @@
-"""Receive platform webhooks in a fixed order: size, signature, parse, store, then 2xx."""
+"""Receive platform webhooks in a fixed order: size, signature, parse, act, then 2xx.
+
+The view names no platform: each adapter in webhooks.ADAPTERS verifies and parses, and the
+event type it returns decides what happens. Platforms retry only on 5xx or a timeout (Zoom
+never retries a 4xx), so a 5xx is kept for our own failures, such as the database being down;
+a forged or malformed delivery gets a 4xx because sending it again cannot help.
+"""
 
 import logging
 from datetime import UTC, datetime
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from plugin.crypto import vault
 from plugin.db import get_session
 from plugin.errors import problem
-from plugin.instruments import default_instrument
+from plugin.installations import uninstall
 from plugin.intake import record_session_ended
 from webhooks import ADAPTERS
 from webhooks.errors import InvalidPayloadError, InvalidSignatureError
-from webhooks.events import Ignored
+from webhooks.events import Ignored, Uninstalled, UrlValidation
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
+def secret_setting(platform: str) -> str:
+    """Return the config key holding a platform's webhook secret, e.g. ZOOM_WEBHOOK_SECRET."""
+    return f"{platform.upper()}_WEBHOOK_SECRET"
+
+
 @bp.post("/<platform>")
 def receive(platform: str) -> Response:
-    """Verify, parse and durably store one webhook delivery before acknowledging it."""
+    """Verify, parse and act on one webhook delivery before acknowledging it."""
     adapter = ADAPTERS.get(platform)
     verifier = current_app.extensions["webhook_verifiers"].get(platform)
     if adapter is None or verifier is None:
@@ -29,6 +40,8 @@ def receive(platform: str) -> Response:
     # MAX_CONTENT_LENGTH (webhooks.MAX_BODY_BYTES) turns a larger body into 413 unread.
     body = request.get_data(cache=False)
 
+    # Every delivery is verified first, challenges included: Zoom signs those too, and an
+    # unverified challenge would let anyone make us compute HMACs of their choosing.
     try:
         event_id = verifier.verify(body, request.headers)
     except InvalidSignatureError as exc:
@@ -45,21 +58,27 @@ def receive(platform: str) -> Response:
         log.info("webhook.ignored", extra={"platform": platform, "event_type": event.event_type})
         return Response(status=204)
 
-    record_session_ended(
-        get_session(),
-        event,
-        vault=vault(),
-        questionnaire=default_instrument().canonical,
-        now=datetime.now(UTC),
-    )
+    if isinstance(event, UrlValidation):
+        log.info("webhook.url_validation", extra={"platform": platform})
+        secret = current_app.config[secret_setting(platform)]
+        return jsonify(adapter.answer_challenge(secret, event))
+
+    if isinstance(event, Uninstalled):
+        # Unknown accounts are acknowledged too: the platform cannot do better by retrying.
+        uninstall(
+            get_session(), platform=platform, account_id=event.account_id, now=datetime.now(UTC)
+        )
+        return Response(status=204)
+
+    record_session_ended(get_session(), event, vault=vault(), now=datetime.now(UTC))
     return Response(status=204)
 
 
 def init_app(app: Flask) -> None:
     """Build one verifier per configured platform from <PLATFORM>_WEBHOOK_SECRET."""
     app.extensions["webhook_verifiers"] = {
-        name: adapter.Verifier(app.config[f"{name.upper()}_WEBHOOK_SECRET"])
+        name: adapter.Verifier(app.config[secret_setting(name)])
         for name, adapter in ADAPTERS.items()
-        if app.config.get(f"{name.upper()}_WEBHOOK_SECRET")
+        if app.config.get(secret_setting(name))
     }
     app.register_blueprint(bp)

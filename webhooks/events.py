@@ -64,8 +64,10 @@ class SessionEnded:
     session_id: str
     started_at: datetime
     ended_at: datetime
-    practitioner: Reference
-    client: ClientContact
+    # None when the platform does not say who treated the client (Zoom names only a host id).
+    practitioner: Reference | None
+    # None when the platform does not name the client (Zoom): the worker resolves them later.
+    client: ClientContact | None
     encounter: Reference | None
 
     def __post_init__(self) -> None:
@@ -83,3 +85,22 @@ class Ignored:
     event_id: str
     platform: str
     event_type: str
+
+
+@dataclass(frozen=True)
+class UrlValidation:
+    """Record a platform's challenge to prove we hold the webhook secret (Zoom's url_validation)."""
+
+    event_id: str
+    platform: str
+    # Random, not secret, and no PHI; echoed back with its HMAC.
+    plain_token: str
+
+
+@dataclass(frozen=True)
+class Uninstalled:
+    """Record that an account removed the app: its tokens and data must go."""
+
+    event_id: str
+    platform: str
+    account_id: str

@@ -12,11 +12,13 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from webhooks import validation
 from webhooks.errors import InvalidPayloadError, InvalidSignatureError
-from webhooks.events import ClientContact, Ignored, Reference, SessionEnded
+from webhooks.events import ClientContact, Ignored, Reference, SessionEnded, Uninstalled
 
 PLATFORM = "standard"
 SCHEMA = "session-ended.schema.json"
+UNINSTALLED_SCHEMA = "app-uninstalled.schema.json"
 SESSION_ENDED = "session.ended"
+APP_UNINSTALLED = "app.uninstalled"
 # Fixed inside standardwebhooks 1.1.0; repeated here only to tell stale from forged.
 TOLERANCE = timedelta(minutes=5)
 # The spec asks for 24 to 64 random bytes; shorter keys are a setup mistake.
@@ -83,12 +85,17 @@ def sign(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> dict[str
     }
 
 
-def parse(body: bytes, event_id: str) -> SessionEnded | Ignored:
-    """Turn a verified body into a SessionEnded, or Ignored for other event types."""
+def parse(body: bytes, event_id: str) -> SessionEnded | Uninstalled | Ignored:
+    """Turn a verified body into a SessionEnded or Uninstalled, or Ignored for other types."""
     document = validation.load_object(body)
     event_type = document.get("type")
     if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
         raise InvalidPayloadError("type", "type must be an event type such as session.ended")
+    if event_type == APP_UNINSTALLED:
+        validation.validate(document, UNINSTALLED_SCHEMA)
+        return Uninstalled(
+            event_id=event_id, platform=PLATFORM, account_id=document["data"]["account_id"]
+        )
     if event_type != SESSION_ENDED:
         return Ignored(event_id=event_id, platform=PLATFORM, event_type=event_type)
     validation.validate(document, SCHEMA)

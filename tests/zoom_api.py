@@ -1,0 +1,192 @@
+"""A stand-in for Zoom's REST API, on pytest-httpserver, and helpers to act as Zoom in tests.
+
+Zoom's API cannot run here, so this serves what Alliance Check asks of it, in the shapes Zoom
+documents, and nothing more:
+
+- GET /v2/past_meetings/{meetingUUID}/participants: {"participants": [...], "next_page_token"},
+  paged by page_size; the bearer token decides the account, and an account sees only its own
+  meetings (404 otherwise, as Zoom answers for a meeting it cannot find). The UUID segment is
+  decoded as Zoom does: a UUID that starts with "/" or holds "//" must come double-encoded.
+- POST /oauth/revoke: 200, recording the revoked token (uninstall revokes best effort).
+
+Failures can be injected (`fail_next`), and every API call is recorded (`calls`).
+"""
+
+import base64
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import unquote
+
+from werkzeug import Request, Response
+
+from plugin.models import Practice
+from tests.conftest import DATA
+from webhooks import zoom
+
+ZOOM_SECRETS = json.loads((DATA / "zoom" / "secrets.json").read_text())
+_PARTICIPANTS = re.compile(r"^/v2/past_meetings/(?P<uuid>.+)/participants$")
+
+
+def zoom_payload(name: str, **changes) -> dict:
+    """Read a Zoom payload from tests/data/zoom; account_id/uuid replace the sample's."""
+    payload = json.loads((DATA / "zoom" / name).read_text())
+    if "account_id" in changes:
+        payload["payload"]["account_id"] = changes["account_id"]
+    if "uuid" in changes:
+        payload["payload"]["object"]["uuid"] = changes["uuid"]
+    return payload
+
+
+@dataclass
+class Call:
+    """One request the stand-in answered."""
+
+    method: str
+    raw_path: str
+    token: str | None
+    params: dict
+
+
+@dataclass
+class ZoomApi:
+    """The stand-in's state: meetings per access token, pending failures, calls seen."""
+
+    server: object
+    meetings: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
+    # Access tokens of installed accounts; any other bearer gets 401.
+    tokens: set[str] = field(default_factory=set)
+    calls: list[Call] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+    failures: list[int] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        """The API base, as ZOOM_API_BASE_URL."""
+        return self.server.url_for("/v2")
+
+    @property
+    def config(self) -> dict:
+        """Settings pointing the app's Zoom platform at this stand-in."""
+        return {
+            "ZOOM_WEBHOOK_SECRET": ZOOM_SECRETS["secret_token"],
+            "ZOOM_CLIENT_ID": "alliance-zoom-test",
+            "ZOOM_CLIENT_SECRET": "alliance-zoom-test-secret",
+            "ZOOM_API_BASE_URL": self.base_url,
+            "ZOOM_TOKEN_URL": self.server.url_for("/oauth/token"),
+            "ZOOM_REVOKE_URL": self.server.url_for("/oauth/revoke"),
+        }
+
+    def add_meeting(self, access_token: str, meeting_uuid: str, participants: list[dict]) -> None:
+        """Let the account holding access_token see a past meeting with these participants."""
+        self.tokens.add(access_token)
+        self.meetings[(access_token, meeting_uuid)] = participants
+
+    def add_account(self, access_token: str) -> None:
+        """Accept access_token for an account that has no meetings yet."""
+        self.tokens.add(access_token)
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """Answer the next count API calls with status."""
+        self.failures.extend([status] * count)
+
+    def api_calls(self) -> list[Call]:
+        """Return the participant look-ups made so far."""
+        return [c for c in self.calls if c.raw_path.startswith("/v2/")]
+
+    def handle(self, request: Request) -> Response:
+        """Answer one request as Zoom would."""
+        raw_path = request.environ.get("RAW_URI", request.path).split("?", 1)[0]
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        self.calls.append(Call(request.method, raw_path, token, dict(request.args)))
+        if raw_path == "/oauth/revoke":
+            self.revoked.append(request.form.get("token", ""))
+            return Response(json.dumps({"status": "success"}), 200, mimetype="application/json")
+        if self.failures:
+            status = self.failures.pop(0)
+            return _error(status, 0, "Injected failure (test stand-in)")
+        match = _PARTICIPANTS.match(raw_path)
+        if request.method != "GET" or match is None:
+            return _error(404, 404, "Not found")
+        if token not in self.tokens:
+            return _error(401, 124, "Invalid access token.")
+        once = unquote(match["uuid"])
+        # Zoom decodes the path before routing: a single-encoded "/x" or "a//b" lands elsewhere.
+        if once.startswith("/") or "//" in once:
+            return _error(404, 3001, "Meeting does not exist.")
+        participants = self.meetings.get((token, unquote(once)))
+        if participants is None:
+            return _error(404, 3001, "Meeting does not exist.")
+        size = int(request.args.get("page_size", 30))
+        start = int(request.args.get("next_page_token") or 0)
+        end = start + size
+        body = {
+            "page_count": -(-len(participants) // size) or 1,
+            "page_size": size,
+            "total_records": len(participants),
+            "next_page_token": str(end) if end < len(participants) else "",
+            "participants": participants[start:end],
+        }
+        return Response(json.dumps(body), 200, mimetype="application/json")
+
+
+def _error(status: int, code: int, message: str) -> Response:
+    body = json.dumps({"code": code, "message": message})
+    return Response(body, status, mimetype="application/json")
+
+
+def serve(httpserver) -> ZoomApi:
+    """Answer every request to pytest-httpserver's local server as the Zoom stand-in."""
+    api = ZoomApi(httpserver)
+    httpserver.expect_request(re.compile(r".*")).respond_with_handler(api.handle)
+    return api
+
+
+def add_zoom_practice(
+    db, vault, account_id: str, access_token: str, ehr_target: str = "ndjson:var/ehr"
+) -> Practice:
+    """Store a Zoom practice the way an install does: its platform token sealed."""
+    practice = Practice(
+        platform="zoom",
+        account_id=account_id,
+        name=f"Practice {account_id}",
+        timezone="America/New_York",
+        ehr_target=ehr_target,
+        platform_token=vault.seal(
+            {
+                "access_token": access_token,
+                "refresh_token": f"refresh-{access_token}",
+                # Far ahead of the real clock, so no call needs a refresh.
+                "expires_at": int(datetime.now(UTC).timestamp()) + 24 * 3600,
+                "token_type": "Bearer",
+            }
+        ),
+        created_at=datetime.now(UTC),
+    )
+    db.add(practice)
+    db.commit()
+    return practice
+
+
+class ZoomWebhooks:
+    """Sign and post deliveries the way Zoom does."""
+
+    def __init__(self, client, secret: str = ZOOM_SECRETS["secret_token"]):
+        self.client = client
+        self.secret = secret
+
+    def post(self, payload: dict | bytes, *, at: datetime | None = None, headers=None):
+        """Sign (at `at`, default now) and post a delivery; returns the response."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = headers or zoom.sign(self.secret, at or datetime.now(UTC), body)
+        return self.client.post(
+            "/webhooks/zoom", data=body, headers=headers, content_type="application/json"
+        )
+
+
+def new_uuid() -> str:
+    """Return a fresh meeting-instance UUID shaped like Zoom's (base64 of 16 bytes)."""
+    return base64.b64encode(uuid.uuid4().bytes).decode()
