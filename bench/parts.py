@@ -17,7 +17,6 @@ from bench.server import Instance
 from plugin import create_app
 from plugin.crypto import vault
 from plugin.db import database
-from plugin.instruments import default_instrument
 from plugin.intake import Outcome, record_session_ended
 from webhooks import standard
 
@@ -87,18 +86,11 @@ def breakdown(instance: Instance, n: int = 300) -> list[tuple[str, Timing]]:
         sealer = vault()
         contact = {"email": events[0].client.email, "phone": events[0].client.phone}
         steps.append(("seal contact (Fernet)", _per_op(events, lambda _e: sealer.seal(contact))))
-        questionnaire = default_instrument().canonical
         sessions = database().sessions
 
         def store(event: standard.SessionEnded) -> None:
             with sessions() as session:
-                outcome = record_session_ended(
-                    session,
-                    event,
-                    vault=sealer,
-                    questionnaire=questionnaire,
-                    now=datetime.now(UTC),
-                )
+                outcome = record_session_ended(session, event, vault=sealer, now=datetime.now(UTC))
             if outcome is not Outcome.STORED:
                 raise RuntimeError(f"expected a stored event, got {outcome}")
 

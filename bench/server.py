@@ -63,7 +63,6 @@ def prepare_instance(path: Path, database_url: str, account_id: str) -> Instance
             "STANDARD_WEBHOOK_SECRET": "whsec_"
             + base64.b64encode(secrets.token_bytes(24)).decode(),
             "DATABASE_URL": database_url,
-            "SCHEDULER_ENABLED": False,
             "LOG_LEVEL": "INFO",
         },
     )

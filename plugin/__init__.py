@@ -23,9 +23,13 @@ def create_app(config: dict | None = None) -> Flask:
         db,
         ehr_cli,
         errors,
+        install,
         instruments,
-        jobs,
+        invitations_cli,
+        manifest_cli,
+        platforms,
         practices,
+        schedules,
         signing_keys,
         survey,
         webhook_views,
@@ -36,11 +40,22 @@ def create_app(config: dict | None = None) -> Flask:
     errors.init_app(app)
     instruments.init_app(app)
     practices.init_app(app)
+    schedules.init_app(app)
+    invitations_cli.init_app(app)
     signing_keys.init_app(app)
     ehr_cli.init_app(app)
     webhook_views.init_app(app)
     survey.init_app(app)
-    jobs.init_app(app)
+    from plugin import i18n, optout_views
+
+    i18n.init_app(app)
+    optout_views.init_app(app)
+    platforms.init_app(app)
+    install.init_app(app)
+    manifest_cli.init_app(app)
+    from plugin import sessions_cli
+
+    sessions_cli.init_app(app)
 
     @app.get("/healthz")
     def healthz():

@@ -4,6 +4,7 @@ import base64
 import re
 import secrets
 import time
+import tomllib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,14 +16,17 @@ from flask.cli import FlaskGroup
 from sqlalchemy import select
 
 from plugin import create_app
-from plugin.config import INSTANCE_FILE, instance_path
+from plugin.config import INSTANCE_FILE, ROOT, instance_path
 from plugin.crypto import new_fernet_key
 from plugin.db import database, upgrade
 from plugin.models import Invitation, Practice, SessionEvent
+from plugin.policy import Policy
 from plugin.practices import add_practice
+from plugin.schedules import default_questionnaire, set_policy
 from webhooks.standard import sign
 
 DEMO_ACCOUNT = "demo"
+DEMO_SCHEDULE = ROOT / "config" / "schedules" / "demo.toml"
 
 
 @click.group(cls=FlaskGroup, create_app=create_app, add_version_option=False)
@@ -50,7 +54,7 @@ def dev_init() -> None:
         upgrade(database().engine)
         with database().sessions() as session:
             if not session.scalar(select(Practice).where(Practice.account_id == DEMO_ACCOUNT)):
-                add_practice(
+                practice = add_practice(
                     session,
                     account_id=DEMO_ACCOUNT,
                     name="Demo Practice",
@@ -58,6 +62,11 @@ def dev_init() -> None:
                     ehr_target="ndjson:var/ehr",
                     root=instance.parent,
                 )
+                # Send at once, at any hour, so the walkthrough needs no waiting.
+                demo = tomllib.loads(DEMO_SCHEDULE.read_text())
+                demo["questionnaire"] = default_questionnaire()
+                set_policy(session, practice.id, None, Policy.from_dict(demo), datetime.now(UTC))
+                session.commit()
     click.echo(f"database:       {app.config['DATABASE_URL']}")
     click.echo(f"outbox:         {app.config['OUTBOX_DIR']}")
     click.echo(f"webhook secret: {app.config['STANDARD_WEBHOOK_SECRET']}  (development only)")
@@ -79,7 +88,11 @@ def serve(host: str) -> None:
             self.cfg.set("threads", 4)
 
         def load(self):
-            return create_app({"SCHEDULER_ENABLED": True})
+            from plugin.jobs import start_in_process
+
+            app = create_app()
+            start_in_process(app)
+            return app
 
     Server().run()
 
@@ -119,7 +132,8 @@ def demo(timeout: int) -> None:
                 "ended_at": ended.isoformat().replace("+00:00", "Z"),
                 "practitioner": {"reference": "Practitioner/demo-therapist"},
                 "client": {
-                    "reference": "Patient/demo-client",
+                    # A new client each run: the same one twice would meet the schedule's gap.
+                    "reference": f"Patient/{session_id}",
                     "email": "client@example.org",
                     "language": "en",
                     "timezone": "America/New_York",
@@ -149,7 +163,7 @@ def demo(timeout: int) -> None:
                 select(Invitation).join(SessionEvent).where(SessionEvent.session_id == session_id)
             )
         if invitation is not None and invitation.status == "sent":
-            if invitation.channel != "file":
+            if config["SMTP_URL"]:
                 click.echo("the invitation was sent by email; open it in the mailbox")
                 return
             link = _find_link(Path(config["OUTBOX_DIR"]), invitation.id, base_url)

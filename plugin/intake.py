@@ -1,15 +1,15 @@
-"""Turn an acknowledged session-ended event into a durable SessionEvent and its Invitation."""
+"""Turn an acknowledged session-ended event into a durable SessionEvent, ready to plan."""
 
 import enum
 import logging
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from plugin.crypto import Vault
-from plugin.models import Invitation, Practice, SessionEvent, new_id
+from plugin.models import Practice, SessionEvent, new_id
 from webhooks.events import SessionEnded
 
 log = logging.getLogger(__name__)
@@ -29,18 +29,26 @@ def _insert(session: Session):
 
 
 def record_session_ended(
-    session: Session, event: SessionEnded, *, vault: Vault, questionnaire: str, now: datetime
+    session: Session, event: SessionEnded, *, vault: Vault, now: datetime
 ) -> Outcome:
-    """Store the event and a due invitation once; a replay by id or by session stores nothing."""
+    """Store the event once, due for planning; a replay by id or by session stores nothing.
+
+    Whether and when the client is asked is the planning job's decision (plugin.planning): it
+    needs the schedule, the client's history and, for Zoom, a look-up that takes longer than
+    the platform waits for an answer.
+    """
     # Everything that needs no database happens first: on SQLite the first statement takes
     # the write lock, and this is the hot path of every webhook.
-    contact = vault.seal({"email": event.client.email, "phone": event.client.phone})
-    event_row_id, invitation_id = new_id(), new_id()
+    client = event.client
+    contact = vault.seal({"email": client.email, "phone": client.phone}) if client else None
+    event_row_id = new_id()
 
     # Core on the session's connection: the ORM layer adds milliseconds here and nothing else.
     connection = session.connection()
     practice_id = connection.scalar(
-        select(Practice.id).where(Practice.account_id == event.account_id)
+        select(Practice.id).where(
+            Practice.platform == event.platform, Practice.account_id == event.account_id
+        )
     )
     if practice_id is None:
         log.info(
@@ -50,8 +58,8 @@ def record_session_ended(
         return Outcome.UNKNOWN_ACCOUNT
 
     # ON CONFLICT DO NOTHING covers both unique keys (webhook id, and practice+session), so
-    # concurrent replays race safely inside the database instead of in Python. Core inserts,
-    # not ORM objects: the ORM's unit of work was most of this function's cost (bench/).
+    # concurrent replays race safely inside the database instead of in Python. A Core insert,
+    # not an ORM object: the ORM's unit of work was most of this function's cost (bench/).
     inserted = connection.scalar(
         _insert(session)(SessionEvent.__table__)
         .values(
@@ -62,9 +70,15 @@ def record_session_ended(
             session_id=event.session_id,
             started_at=event.started_at,
             ended_at=event.ended_at,
-            patient_ref=event.client.reference,
-            practitioner_ref=event.practitioner.reference,
+            patient_ref=client.reference if client else None,
+            practitioner_ref=event.practitioner.reference if event.practitioner else None,
             encounter_ref=event.encounter.reference if event.encounter else None,
+            contact=contact,
+            language=client.language if client else None,
+            timezone=client.timezone if client else None,
+            status="pending",
+            next_attempt_at=now,
+            attempts=0,
             received_at=now,
         )
         .on_conflict_do_nothing()
@@ -75,26 +89,9 @@ def record_session_ended(
         log.info("webhook.duplicate", extra={"practice_id": practice_id})
         return Outcome.DUPLICATE
 
-    connection.execute(
-        insert(Invitation.__table__).values(
-            id=invitation_id,
-            practice_id=practice_id,
-            session_event_id=event_row_id,
-            questionnaire=questionnaire,
-            contact=contact,
-            language=event.client.language,
-            due_at=now,
-            next_attempt_at=now,
-            created_at=now,
-        )
-    )
     session.commit()
     log.info(
         "webhook.stored",
-        extra={
-            "practice_id": practice_id,
-            "session_event_id": event_row_id,
-            "invitation_id": invitation_id,
-        },
+        extra={"practice_id": practice_id, "session_event_id": event_row_id},
     )
     return Outcome.STORED

@@ -5,9 +5,9 @@ import logging
 import re
 from datetime import UTC, datetime
 
-# Questionnaire links are credentials; Flask's own messages (e.g. "Exception on /q/...") name
-# the path, so every line is scrubbed of them before it is written.
-_LINK_TOKEN = re.compile(r"/q/[A-Za-z0-9_-]+")
+# Questionnaire and unsubscribe links are credentials; Flask's own messages (e.g. "Exception
+# on /q/...") name the path, so every line is scrubbed of them before it is written.
+_LINK_TOKEN = re.compile(r"/([qu])/[A-Za-z0-9_.-]+")
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             # The type only: exception text can carry request data.
             line["error"] = record.exc_info[0].__name__
-        return _LINK_TOKEN.sub("/q/<redacted>", json.dumps(line, default=str))
+        return _LINK_TOKEN.sub(r"/\1/<redacted>", json.dumps(line, default=str))
 
 
 def configure(level: str) -> None:

@@ -14,15 +14,24 @@ CLAIM_BATCH = 10
 LEASE = timedelta(minutes=15)
 
 
-def claim_due(session: Session, model: type, now: datetime, count: int = CLAIM_BATCH) -> list:
-    """Lock and return up to `count` of the oldest pending rows that are due."""
+def claim_due(
+    session: Session,
+    model: type,
+    now: datetime,
+    count: int = CLAIM_BATCH,
+    *,
+    status: str = "pending",
+    due: str = "next_attempt_at",
+) -> list:
+    """Lock and return up to `count` of the oldest rows in `status` whose `due` moment passed."""
+    due_at = getattr(model, due)
     # SKIP LOCKED lets several workers share the queue on PostgreSQL; on SQLite the
     # BEGIN IMMEDIATE in plugin.db serialises claims instead.
     return list(
         session.scalars(
             select(model)
-            .where(model.status == "pending", model.next_attempt_at <= now)
-            .order_by(model.next_attempt_at)
+            .where(model.status == status, due_at <= now)
+            .order_by(due_at)
             .limit(count)
             .with_for_update(skip_locked=True, of=model)
         ).unique()
@@ -46,23 +55,27 @@ def drain(
     now: datetime,
     limit: int,
     process: Callable[[object], bool],
+    *,
+    status: str = "pending",
+    due: str = "next_attempt_at",
 ) -> int:
-    """Process up to `limit` due rows; return how many succeeded.
+    """Process up to `limit` rows in `status` whose `due` moment passed; return how many succeeded.
 
-    Rows are claimed a batch at a time in a short transaction that leases them (pushes
-    next_attempt_at past LEASE), so no lock is held while `process` talks to a mail server
-    or an EHR. `process` records each row's outcome, committed right after it. A crash in
-    between leaves the lease to run out and the row to be processed again: at least once,
-    never lost.
+    Rows are claimed a batch at a time in a short transaction that leases them (pushes `due`
+    past LEASE), so no lock is held while `process` talks to a mail server or an EHR.
+    `process` records each row's outcome, committed right after it. A crash in between
+    leaves the lease to run out and the row to be processed again: at least once, never lost.
     """
     succeeded = 0
     remaining = limit
     while remaining > 0:
         with sessions() as session:
             with session.begin():
-                rows = claim_due(session, model, now, min(CLAIM_BATCH, remaining))
+                rows = claim_due(
+                    session, model, now, min(CLAIM_BATCH, remaining), status=status, due=due
+                )
                 for row in rows:
-                    row.next_attempt_at = now + LEASE
+                    setattr(row, due, now + LEASE)
             for row in rows:
                 succeeded += process(row)
                 session.commit()

@@ -1,9 +1,11 @@
 """The client's questionnaire page: GET renders it, POST scores it and queues the EHR write."""
 
 import logging
+import re
 from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app, request
+from flask_babel import gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import select, update
 
@@ -12,8 +14,10 @@ from fhir_mappings.scoring import score, validate_answers
 from plugin.crypto import hash_token, vault
 from plugin.db import get_session
 from plugin.errors import page
+from plugin.i18n import N_, current_language, use_language
 from plugin.instruments import instrument_for
 from plugin.models import EhrWrite, Invitation
+from plugin.optouts import unsubscribe_link
 
 log = logging.getLogger(__name__)
 bp = Blueprint("survey", __name__, url_prefix="/q")
@@ -23,12 +27,33 @@ csrf = CSRFProtect()
 MAX_TOKEN_LENGTH = 64
 
 
+# What scoring (pure, English) says, as msgids the catalogue translates; a test keeps them
+# equal to fhir_mappings.scoring's constants.
+VALIDATION_MESSAGES = (
+    N_("Please choose an answer."),
+    N_("Please choose one of the listed answers."),
+    N_("Please write an answer."),
+    N_("Please remove unusual characters, such as control characters, from your answer."),
+)
+_TOO_LONG = re.compile(r"Please keep this under (\d+) characters\.")
+
+
 def _find(token: str) -> Invitation | None:
     if len(token) > MAX_TOKEN_LENGTH:
         return None
-    return get_session().scalar(
+    invitation = get_session().scalar(
         select(Invitation).where(Invitation.token_hash == hash_token(token))
     )
+    if invitation is not None:
+        use_language(invitation.language)
+    return invitation
+
+
+def _translated(message: str) -> str:
+    """Translate one of scoring's messages into the page's language."""
+    if too_long := _TOO_LONG.fullmatch(message):
+        return gettext("Please keep this under %(limit)s characters.", limit=too_long.group(1))
+    return gettext(message)
 
 
 def _unavailable(invitation: Invitation | None, now: datetime) -> Response | None:
@@ -37,34 +62,39 @@ def _unavailable(invitation: Invitation | None, now: datetime) -> Response | Non
         return page(
             404,
             "gone.html",
-            title="Link not found",
-            message="This link is not valid. Please check that you copied all of it.",
+            title=gettext("Link not found"),
+            message=gettext("This link is not valid. Please check that you copied all of it."),
         )
     if invitation.status == "answered":
         return page(
             409,
             "gone.html",
-            title="Already submitted",
-            message="Your answers for this session were already submitted. Thank you.",
+            title=gettext("Already submitted"),
+            message=gettext("Your answers for this session were already submitted. Thank you."),
         )
     if invitation.status == "expired" or invitation.expires_at <= now:
         return page(
             410,
             "gone.html",
-            title="This link has expired",
-            message="This questionnaire is no longer open. Thank you all the same.",
+            title=gettext("This link has expired"),
+            message=gettext("This questionnaire is no longer open. Thank you all the same."),
         )
     return None
 
 
 def _form(invitation: Invitation, status: int = 200, errors=None, given=None) -> Response:
+    # Shown in the client's language; scored and written to the EHR in the original.
+    instrument = instrument_for(invitation.questionnaire).in_language(current_language())
     return page(
         status,
         "survey.html",
-        instrument=instrument_for(invitation.questionnaire),
+        title=instrument.title,
+        instrument=instrument,
         practice_name=invitation.practice.name,
-        errors=errors or {},
+        errors={link_id: _translated(message) for link_id, message in (errors or {}).items()},
         given=given or {},
+        # Relative, like every link on the page; the channel says it was asked for here.
+        unsubscribe_link=unsubscribe_link("", invitation.id, channel="web"),
     )
 
 
@@ -111,12 +141,14 @@ def submit(token: str) -> Response:
         .where(
             Invitation.id == invitation.id, Invitation.status == "sent", Invitation.expires_at > now
         )
-        .values(status="answered", answered_at=now, contact=None)
+        .values(status="answered", answered_at=now, contact=None, token=None, reminder_due_at=None)
     ).rowcount
     if not claimed:
         session.rollback()
         session.refresh(invitation)
-        return _unavailable(invitation, now) or page(409, "gone.html", title="Already submitted")
+        return _unavailable(invitation, now) or page(
+            409, "gone.html", title=gettext("Already submitted")
+        )
     session.add(
         EhrWrite(
             practice_id=invitation.practice_id,
@@ -128,11 +160,12 @@ def submit(token: str) -> Response:
     )
     session.commit()
     log.info("survey.answered", extra={"invitation_id": invitation.id})
-    return page(200, "thanks.html", title="Thank you")
+    return page(200, "thanks.html", title=gettext("Thank you"))
 
 
 @bp.after_request
-def _private(response: Response) -> Response:
+def private_page_headers(response: Response) -> Response:
+    """Keep a page whose URL is a credential out of caches, referrers and frames."""
     # The URL is a credential: no caching, no referrer, no framing, nothing from elsewhere.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -148,9 +181,11 @@ def _csrf_failed(_exc: CSRFError) -> Response:
     return page(
         400,
         "error.html",
-        title="Please try again",
-        message="This page could not be sent. Please open the link from your message "
-        "again; your browser needs to allow cookies for this site.",
+        title=gettext("Please try again"),
+        message=gettext(
+            "This page could not be sent. Please open the link from your message "
+            "again; your browser needs to allow cookies for this site."
+        ),
     )
 
 

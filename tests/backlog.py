@@ -28,6 +28,8 @@ def queue_writes(session, practice: Practice, vault, count: int) -> None:
             ended_at=now,
             patient_ref="Patient/c1",
             practitioner_ref="Practitioner/p1",
+            status="planned",
+            next_attempt_at=now,
             received_at=now,
         )
         invitation = Invitation(

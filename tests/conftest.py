@@ -71,7 +71,6 @@ def config(engine, tmp_path, secret_keys) -> dict:
         "STANDARD_WEBHOOK_SECRET": WEBHOOK_SECRETS["platform"],
         "PUBLIC_BASE_URL": "http://localhost",
         "SMTP_URL": "",
-        "SCHEDULER_ENABLED": False,
     }
 
 
@@ -164,6 +163,20 @@ def webhooks(client) -> Webhooks:
     return Webhooks(client)
 
 
+def plan(app, now: datetime | None = None) -> int:
+    """Run the planning job once, as the worker's tick would."""
+    from plugin.jobs import tick_step
+
+    return tick_step(app, "plan", now)
+
+
+def run_dispatch(app, now: datetime | None = None) -> int:
+    """Run the dispatch job once, as the worker's tick would."""
+    from plugin.jobs import tick_step
+
+    return tick_step(app, "dispatch", now)
+
+
 @pytest.fixture
 def later():
     """Return a function giving a moment `minutes` from now, for running jobs in the future."""
@@ -187,3 +200,132 @@ def mail_app(app, smtp):
     """Return the app configured to send through the real SMTP server."""
     app.config["SMTP_URL"] = smtp.url
     return app
+
+
+# --- Marketplace install: the platform's real OAuth server (tests/platform_server.py) ---
+
+ZOOM_APP = {"ZOOM_CLIENT_ID": "alliance-check-zoom", "ZOOM_CLIENT_SECRET": "zoom-test-secret"}
+
+
+@pytest.fixture(scope="session")
+def platform_server():
+    """A running authorization server playing the platform, shared by the session."""
+    from tests.platform_server import start_platform_server
+
+    server = start_platform_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def zoom_platform(platform_server):
+    """Return the platform server, reset, with our Zoom app registered for http://localhost."""
+    from plugin.platforms import platform_table
+
+    platform_server.reset()
+    scopes = " ".join(s["scope"] for s in platform_table()["zoom"]["oauth"]["scopes"])
+    platform_server.register_client(
+        ZOOM_APP["ZOOM_CLIENT_ID"],
+        ZOOM_APP["ZOOM_CLIENT_SECRET"],
+        "http://localhost/oauth/callback",
+        scopes,
+    )
+    return platform_server
+
+
+def zoom_settings(server) -> dict:
+    """Return the settings that make Zoom installable against the test platform server."""
+    return {**server.settings("ZOOM"), **ZOOM_APP}
+
+
+# --- Delivery and opt-out: invitations built straight in the database ---
+
+
+class InvitationFactory:
+    """Build sent (or pending) invitations directly, as planning and dispatch would leave them."""
+
+    def __init__(self, app, db):
+        self.app = app
+        self.db = db
+        self.vault = app.extensions["vault"]
+
+    def __call__(
+        self,
+        practice,
+        *,
+        patient_ref: str = "Patient/c1",
+        status: str = "sent",
+        language: str = "en",
+        email: str | None = "sam.rivera@example.org",
+        phone: str | None = None,
+        now: datetime | None = None,
+    ):
+        """Return (invitation, link token) for a new invitation of this client."""
+        from plugin.crypto import new_token
+        from plugin.instruments import default_instrument
+        from plugin.models import Invitation, SessionEvent
+        from plugin.optouts import phone_digest
+
+        now = now or datetime.now(UTC)
+        with self.app.app_context():
+            canonical = default_instrument().canonical
+            digest = phone_digest(phone) if phone else None
+        event = SessionEvent(
+            practice_id=practice.id,
+            platform="standard",
+            event_id=f"evt-{uuid.uuid4().hex}",
+            session_id=f"s-{uuid.uuid4().hex[:8]}",
+            started_at=now - timedelta(minutes=50),
+            ended_at=now,
+            patient_ref=patient_ref,
+            status="planned",
+            next_attempt_at=now,
+            received_at=now,
+        )
+        self.db.add(event)
+        self.db.flush()
+        token, token_hash = new_token()
+        invitation = Invitation(
+            practice_id=practice.id,
+            session_event_id=event.id,
+            status=status,
+            questionnaire=canonical,
+            patient_ref=patient_ref,
+            contact=self.vault.seal({"email": email, "phone": phone}),
+            phone_digest=digest,
+            language=language,
+            channels=["sms", "email"] if phone else ["email"],
+            due_at=now,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        if status == "sent":
+            invitation.token_hash, invitation.token = token_hash, self.vault.seal(token)
+            invitation.sent_at, invitation.expires_at = now, now + timedelta(hours=72)
+        self.db.add(invitation)
+        self.db.commit()
+        return invitation, token
+
+
+@pytest.fixture
+def invitations(app, db) -> InvitationFactory:
+    """Return a builder of invitations in the test database."""
+    return InvitationFactory(app, db)
+
+
+@pytest.fixture
+def twilio(httpserver, app):
+    """Return the stand-in for Twilio's Messages API, with the app configured to send to it."""
+    from tests.twilio_api import TwilioApi
+
+    api = TwilioApi(httpserver)
+    app.config.update(api.settings())
+    return api
+
+
+@pytest.fixture
+def zoom_api(httpserver):
+    """Return the stand-in for Zoom's REST API (tests/zoom_api.py) on pytest-httpserver."""
+    from tests.zoom_api import serve
+
+    return serve(httpserver)

@@ -1,5 +1,7 @@
 """create_app: layered settings and a refusal to start without secrets."""
 
+import threading
+
 import pytest
 from cryptography.fernet import Fernet
 
@@ -21,14 +23,14 @@ def test_layers_apply_in_order_instance_file_then_environment_then_mapping(
     tmp_path, monkeypatch, config
 ):
     (tmp_path / "alliance.toml").write_text(
-        'MAIL_FROM = "from-instance@example.org"\nBATCH_SIZE = 7\nINVITATION_TTL_HOURS = 24\n'
+        'MAIL_FROM = "from-instance@example.org"\nBATCH_SIZE = 7\nSMTP_TIMEOUT_SECONDS = 24\n'
     )
     monkeypatch.setenv("ALLIANCE_BATCH_SIZE", "9")
-    monkeypatch.setenv("ALLIANCE_INVITATION_TTL_HOURS", "48")
-    app = create_app({**config, "INSTANCE_PATH": str(tmp_path), "INVITATION_TTL_HOURS": 12})
+    monkeypatch.setenv("ALLIANCE_SMTP_TIMEOUT_SECONDS", "48")
+    app = create_app({**config, "INSTANCE_PATH": str(tmp_path), "SMTP_TIMEOUT_SECONDS": 12})
     assert app.config["MAIL_FROM"] == "from-instance@example.org"  # instance over defaults
     assert app.config["BATCH_SIZE"] == 9  # environment over instance, parsed as a number
-    assert app.config["INVITATION_TTL_HOURS"] == 12  # the caller's mapping over everything
+    assert app.config["SMTP_TIMEOUT_SECONDS"] == 12  # the caller's mapping over everything
     assert app.config["DELIVERY_MAX_ATTEMPTS"] == 6  # untouched default from config/default.toml
 
 
@@ -73,3 +75,12 @@ def test_old_fernet_keys_still_decrypt_after_rotation(config):
 
 def test_healthz(client):
     assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_the_web_app_never_starts_a_scheduler(config, monkeypatch):
+    # gunicorn imports plugin:create_app() once per web process: jobs must not run there,
+    # whatever the environment says, or N processes would each run every job.
+    monkeypatch.setenv("ALLIANCE_SCHEDULER_ENABLED", "true")
+    app = create_app(config)
+    assert "scheduler" not in app.extensions
+    assert not [t for t in threading.enumerate() if "APScheduler" in t.name]

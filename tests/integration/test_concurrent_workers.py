@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import sessionmaker
 
 from plugin import create_app
+from plugin.channels import channels_from_config
 from plugin.dispatch import DispatchSettings, dispatch_due
 from plugin.ehr_clients import EhrClients
 from plugin.ehr_queue import WriteSettings, write_due
@@ -21,29 +22,32 @@ from plugin.models import (
     Practice,
     SessionEvent,
     SigningKey,
+    new_id,
 )
 from plugin.practices import add_practice
 from plugin.signing_keys import generate, load_signer
 from tests import fhir_server
-from tests.backlog import queue_writes
-from tests.conftest import Webhooks, session_ended
+from tests.backlog import INSTRUMENT, queue_writes
 
-BACKLOG = 200
+BACKLOG = 1000
 
 
-class RecordingMailer:
-    """Count hand-offs per invitation; stands in for SMTP so only the claim logic is tested."""
+class CountingChannel:
+    """The real outbox channel, counting each hand-off so a double send cannot hide.
 
-    channel = "file"
+    The outbox overwrites <invitation>.eml on a resend, so the files alone would not show one.
+    """
 
-    def __init__(self):
+    def __init__(self, inner):
+        self.inner, self.name, self.transport = inner, inner.name, inner.transport
         self.sent: list[str] = []
         self.lock = threading.Lock()
 
-    def send(self, message, key: str) -> None:
-        """Record the hand-off."""
+    def send(self, outgoing) -> None:
+        """Record the hand-off, then really write it."""
         with self.lock:
-            self.sent.append(key)
+            self.sent.append(outgoing.key)
+        self.inner.send(outgoing)
 
 
 @pytest.fixture
@@ -58,37 +62,81 @@ def committed_app(engine, config):
             connection.execute(delete(model))
 
 
-def test_two_workers_send_each_of_a_backlog_exactly_once(committed_app):
-    sessions = committed_app.extensions["db"].sessions
-    with sessions() as session:
-        add_practice(
+def due_invitations(app, count: int, now: datetime) -> None:
+    """Store `count` planned sessions with a due invitation each, in one transaction."""
+    vault = app.extensions["vault"]
+    with app.extensions["db"].sessions() as session:
+        practice = add_practice(
             session,
             account_id="demo",
             name="Demo",
             timezone="UTC",
             ehr_target="ndjson:var/ehr",
-            root=committed_app.instance_path,
+            root=app.instance_path,
         )
-    webhooks = Webhooks(committed_app.test_client())
-    for n in range(BACKLOG):
-        assert webhooks.post(session_ended(f"s-{n}")).status_code == 204
+        events, invitations = [], []
+        for n in range(count):
+            event_id = new_id()
+            common = {"practice_id": practice.id, "patient_ref": f"Patient/{n}"}
+            events.append(
+                common
+                | {
+                    "id": event_id,
+                    "platform": "standard",
+                    "event_id": f"e-{n}",
+                    "session_id": f"s-{n}",
+                    "started_at": now,
+                    "ended_at": now,
+                    "status": "planned",
+                    "next_attempt_at": now,
+                    "attempts": 0,
+                    "received_at": now,
+                }
+            )
+            invitations.append(
+                common
+                | {
+                    "id": new_id(),
+                    "session_event_id": event_id,
+                    "status": "pending",
+                    "questionnaire": INSTRUMENT.canonical,
+                    "contact": vault.seal({"email": f"client{n}@example.org", "phone": None}),
+                    "language": "en",
+                    "channels": ["email"],
+                    "channel_index": 0,
+                    "due_at": now,
+                    "next_attempt_at": now,
+                    "attempts": 0,
+                    "created_at": now,
+                }
+            )
+        session.execute(insert(SessionEvent), events)
+        session.execute(insert(Invitation), invitations)
+        session.commit()
 
-    mailer = RecordingMailer()
-    settings = replace(DispatchSettings.from_config(committed_app.config), batch=BACKLOG)
+
+def test_two_workers_send_each_of_a_backlog_exactly_once(committed_app):
+    app = committed_app
+    sessions = app.extensions["db"].sessions
     now = datetime.now(UTC)
+    due_invitations(app, BACKLOG, now)
+    with app.app_context():
+        channel = CountingChannel(channels_from_config(app.config)["email"])
+    settings = replace(DispatchSettings.from_config(app.config), batch=BACKLOG)
 
     def worker():
-        with committed_app.app_context():
-            dispatch_due(sessions, mailer, committed_app.extensions["vault"], settings, now)
+        with app.app_context():
+            dispatch_due(sessions, {"email": channel}, app.extensions["vault"], settings, now)
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=300)
 
-    assert len(mailer.sent) == BACKLOG
-    assert len(set(mailer.sent)) == BACKLOG
+    assert len(channel.sent) == BACKLOG
+    assert len(set(channel.sent)) == BACKLOG
+    assert len(list(Path(app.config["OUTBOX_DIR"]).glob("*.eml"))) == BACKLOG
     with sessions() as session:
         statuses = set(session.scalars(select(Invitation.status)))
     assert statuses == {"sent"}

@@ -219,9 +219,11 @@ def answer_another(webhooks, db, client, session_id: str) -> EhrWrite:
     """Receive and answer one more session through the real page; return its write."""
     from plugin.crypto import new_token
     from plugin.models import Invitation
-    from tests.conftest import session_ended
+    from tests.conftest import plan, session_ended
 
-    webhooks.post(session_ended(session_id))
+    # Another client: the schedule's minimum gap would skip a second one for the same.
+    webhooks.post(session_ended(session_id, reference=f"Patient/{session_id}"))
+    plan(webhooks.client.application)
     invitation = db.scalar(select(Invitation).where(Invitation.status == "pending"))
     token, token_hash = new_token()
     now = datetime.now(UTC)

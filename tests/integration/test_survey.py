@@ -9,13 +9,14 @@ from sqlalchemy import select
 from plugin.crypto import new_token
 from plugin.models import EhrWrite, Invitation
 from tests.backlog import FULL, INSTRUMENT
-from tests.conftest import session_ended
+from tests.conftest import plan, session_ended
 
 
 @pytest.fixture
-def link(webhooks, practice, db):
+def link(app, webhooks, practice, db):
     """Return (path, invitation) for an invitation that was sent a minute ago."""
-    webhooks.post(session_ended("s-1", email="sam.rivera@example.org"))
+    webhooks.post(session_ended("s-1", email="sam.rivera@example.org", language="en"))
+    plan(app)
     invitation = db.scalar(select(Invitation))
     token, token_hash = new_token()
     now = datetime.now(UTC)

@@ -16,7 +16,7 @@ def count(db, model) -> int:
     return db.scalar(select(func.count()).select_from(model))
 
 
-def test_stored_event_gets_204_and_one_invitation(webhooks, db, practice):
+def test_stored_event_gets_204_and_waits_for_planning(webhooks, db, practice):
     response = webhooks.post(session_ended("s-1"))
     assert response.status_code == 204
     event = db.scalar(select(SessionEvent))
@@ -26,30 +26,30 @@ def test_stored_event_gets_204_and_one_invitation(webhooks, db, practice):
         "Patient/c1",
     )
     assert event.ended_at == datetime(2026, 3, 2, 14, 50, 30, 250000, tzinfo=UTC)
-    invitation = db.scalar(select(Invitation))
-    assert invitation.session_event_id == event.id
-    assert invitation.status == "pending"
+    assert (event.status, event.language, event.timezone) == ("pending", "es", "America/New_York")
+    # The schedule decides in the worker; the webhook only records the session.
+    assert count(db, Invitation) == 0
 
 
 def test_contact_details_are_encrypted_at_rest(webhooks, db, practice):
     webhooks.post(session_ended("s-1", email="sam.rivera@example.org", phone="+12025550143"))
-    stored = db.scalar(select(Invitation)).contact
+    stored = db.scalar(select(SessionEvent)).contact
+    assert stored is not None
     assert b"sam.rivera" not in stored and b"2025550143" not in stored
 
 
-def test_same_delivery_three_times_yields_one_invitation(webhooks, db, practice):
+def test_same_delivery_three_times_is_stored_once(webhooks, db, practice):
     body = json.dumps(session_ended("s-1")).encode()
     answers = {webhooks.post(body, msg_id="msg_same").status_code for _ in range(3)}
     assert answers == {204}
     assert count(db, SessionEvent) == 1
-    assert count(db, Invitation) == 1
 
 
 def test_same_session_under_new_webhook_ids_is_stored_once(webhooks, db, practice):
     # Platforms retry with a fresh id sometimes; the session itself is the business key.
     for _ in range(3):
         assert webhooks.post(session_ended("s-1")).status_code == 204
-    assert count(db, Invitation) == 1
+    assert count(db, SessionEvent) == 1
 
 
 @pytest.mark.parametrize(
@@ -149,9 +149,6 @@ def test_webhook_for_one_practice_touches_no_other(webhooks, db, practice, app):
         ).all()
     )
     assert by_practice == {practice.id: 1, other.id: 1}
-    invitations = db.scalars(select(Invitation)).all()
-    assert {i.practice_id for i in invitations} == {practice.id, other.id}
-    assert all(i.session_event.practice_id == i.practice_id for i in invitations)
 
 
 def test_same_webhook_id_for_another_practice_is_not_a_duplicate(webhooks, db, practice):
@@ -168,7 +165,7 @@ def test_same_webhook_id_for_another_practice_is_not_a_duplicate(webhooks, db, p
     # Dedupe is per practice: one practice's delivery ids can never suppress another's events.
     webhooks.post(session_ended("s-1", account_id="demo"), msg_id="msg_1")
     webhooks.post(session_ended("s-1", account_id="other"), msg_id="msg_1")
-    assert count(db, Invitation) == 2
+    assert count(db, SessionEvent) == 2
 
 
 def test_database_down_is_5xx_so_the_platform_retries(app, webhooks, practice):

@@ -3,6 +3,8 @@
 import json
 import logging
 
+import pytest
+
 from plugin.logs import JsonFormatter
 
 
@@ -22,11 +24,19 @@ def test_line_is_json_with_event_and_ids():
     )
 
 
-def test_links_are_redacted_wherever_they_appear():
-    token = "o6dsphiyvb9tXlFvfMW_kcNbLK5GEWRrTScI9va41f0"
-    line = JsonFormatter().format(record(f"Exception on /q/{token} [POST]", path=f"/q/{token}"))
+@pytest.mark.parametrize(
+    ("prefix", "token"),
+    [
+        ("q", "o6dsphiyvb9tXlFvfMW_kcNbLK5GEWRrTScI9va41f0"),
+        # An unsubscribe link: itsdangerous' signed form has dots.
+        ("u", "WyJhYmMiLCJlbWFpbCJd.aSFvxg.kq8Wmf0pWbCJ4vnxQb3nE2y7ZqI"),
+    ],
+)
+def test_links_are_redacted_wherever_they_appear(prefix, token):
+    path = f"/{prefix}/{token}"
+    line = JsonFormatter().format(record(f"Exception on {path} [POST]", path=path))
     assert token not in line
-    assert "/q/<redacted>" in line
+    assert f"/{prefix}/<redacted>" in line
 
 
 def test_exception_text_is_dropped_and_only_its_type_kept():

@@ -1,0 +1,189 @@
+"""The planning job: each recorded session is numbered for its client and the schedule decides.
+
+The policy engine's own rules are tested as tables in tests/unit/test_policy.py; these tests
+check that the job feeds it the right facts from the database and records what it decided.
+"""
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from plugin.models import Invitation, Practice, SessionEvent
+from plugin.optouts import opt_out
+from plugin.policy import send_time
+from plugin.schedules import current_policy, set_policy
+from tests.conftest import plan, session_ended
+
+NEW_YORK = ZoneInfo("America/New_York")
+# Mondays 17:00-17:50 in New York, from the first week of March 2026.
+FIRST_END = datetime(2026, 3, 2, 17, 50, tzinfo=NEW_YORK)
+
+
+def session_at(ended: datetime, session_id: str, reference: str = "Patient/c1", **client) -> dict:
+    """Return a session.ended payload for a session of `reference` that ended at `ended`."""
+    payload = session_ended(session_id, reference=reference, **client)
+    payload["data"]["started_at"] = (ended - timedelta(minutes=50)).isoformat()
+    payload["data"]["ended_at"] = ended.isoformat()
+    return payload
+
+
+def weekly(webhooks, weeks, reference="Patient/c1", start=FIRST_END) -> None:
+    """Post one session a week for the given week numbers (1-based)."""
+    for week in weeks:
+        ended = start + timedelta(weeks=week - 1)
+        assert (
+            webhooks.post(session_at(ended, f"{reference}-w{week}", reference)).status_code == 204
+        )
+
+
+def asked_weeks(db, reference="Patient/c1") -> list[int]:
+    """Return the session numbers of the client's sessions that got an invitation."""
+    return sorted(
+        db.scalars(
+            select(SessionEvent.session_number)
+            .join(Invitation, Invitation.session_event_id == SessionEvent.id)
+            .where(SessionEvent.patient_ref == reference)
+        )
+    )
+
+
+def test_a_session_becomes_an_invitation_on_the_default_schedule(app, webhooks, practice, db):
+    webhooks.post(session_at(FIRST_END, "s-1", email="sam@example.org", phone="+12025550143"))
+    assert plan(app) == 1
+    event = db.scalar(select(SessionEvent))
+    invitation = db.scalar(select(Invitation))
+    assert (event.status, event.reason, event.session_number) == ("planned", "first_sessions", 1)
+    # The contact moved to the invitation: one sealed copy, not two.
+    assert event.contact is None and invitation.contact is not None
+    policy, _, version = current_policy(db, practice.id, None)
+    assert (invitation.policy_id, invitation.policy_version) == (None, version) == (None, 0)
+    assert invitation.due_at == send_time(policy, event.ended_at, "America/New_York")
+    assert invitation.due_at == FIRST_END + timedelta(minutes=10)
+    assert (invitation.status, invitation.channels, invitation.language) == (
+        "pending",
+        ["email", "sms"],
+        "es",
+    )
+    assert invitation.patient_ref == "Patient/c1"
+    assert invitation.phone_digest and "2025550143" not in invitation.phone_digest
+
+
+def test_twenty_weekly_sessions_follow_the_early_alliance_pattern(app, webhooks, practice, db):
+    weekly(webhooks, range(1, 21))
+    plan(app)
+    assert asked_weeks(db) == [1, 2, 3, 4, 7, 10, 13, 16, 19]
+    reasons = dict(db.execute(select(SessionEvent.session_number, SessionEvent.reason)).all())
+    assert (reasons[4], reasons[5], reasons[7]) == ("first_sessions", "not_scheduled", "every_kth")
+
+
+def test_a_replayed_or_late_session_does_not_shift_the_count(app, webhooks, practice, db):
+    weekly(webhooks, [1, 2, 3])
+    plan(app)
+    # Week 2 again under a new webhook id: the same session, so nothing new is counted.
+    replay = session_at(FIRST_END + timedelta(weeks=1), "Patient/c1-w2")
+    assert webhooks.post(replay).status_code == 204
+    weekly(webhooks, [4, 5])
+    plan(app)
+    numbers = dict(db.execute(select(SessionEvent.session_id, SessionEvent.session_number)).all())
+    assert numbers == {f"Patient/c1-w{n}": n for n in range(1, 6)}
+    assert asked_weeks(db) == [1, 2, 3, 4]
+
+
+def test_sessions_arriving_out_of_order_are_numbered_by_when_they_ended(
+    app, webhooks, practice, db
+):
+    weekly(webhooks, [3, 1, 2])
+    plan(app)
+    numbers = dict(db.execute(select(SessionEvent.session_id, SessionEvent.session_number)).all())
+    assert numbers["Patient/c1-w1"] == 1
+    assert numbers["Patient/c1-w2"] == 2
+
+
+def test_a_second_session_within_the_minimum_gap_is_skipped(app, webhooks, practice, db):
+    webhooks.post(session_at(FIRST_END, "s-1"))
+    webhooks.post(session_at(FIRST_END + timedelta(days=1), "s-2"))
+    plan(app)
+    event = db.scalar(select(SessionEvent).where(SessionEvent.session_id == "s-2"))
+    assert (event.status, event.reason, event.contact) == ("skipped", "min_gap", None)
+    assert len(db.scalars(select(Invitation)).all()) == 1
+
+
+def test_each_client_has_a_count_of_their_own(app, webhooks, practice, db):
+    weekly(webhooks, range(1, 6), reference="Patient/a")
+    weekly(webhooks, [1], reference="Patient/b")
+    plan(app)
+    assert asked_weeks(db, "Patient/a") == [1, 2, 3, 4]
+    assert asked_weeks(db, "Patient/b") == [1]
+
+
+def test_another_practices_sessions_never_count(app, webhooks, practice, db):
+    db.add(
+        Practice(
+            account_id="other",
+            name="Other",
+            timezone="UTC",
+            ehr_target="ndjson:var/ehr",
+            created_at=datetime.now(UTC),
+        )
+    )
+    db.commit()
+    for week in range(1, 6):
+        ended = FIRST_END + timedelta(weeks=week - 1)
+        payload = session_at(ended, f"other-{week}")
+        payload["data"]["account_id"] = "other"
+        webhooks.post(payload)
+    webhooks.post(session_at(FIRST_END + timedelta(weeks=10), "demo-late"))
+    plan(app)
+    # The same client reference at another practice is another person's history.
+    late = db.scalar(select(SessionEvent).where(SessionEvent.session_id == "demo-late"))
+    assert late.session_number == 1
+    other = db.scalar(select(Practice).where(Practice.account_id == "other"))
+    other_numbers = db.scalars(
+        select(SessionEvent.session_number).where(SessionEvent.practice_id == other.id)
+    ).all()
+    assert sorted(other_numbers) == [1, 2, 3, 4, 5]
+
+
+def test_an_opted_out_client_is_not_asked_again(app, webhooks, practice, db):
+    with app.app_context():
+        opt_out(db, practice_id=practice.id, patient_ref="Patient/c1", channel="web", now=FIRST_END)
+        db.commit()
+    webhooks.post(session_at(FIRST_END, "s-1"))
+    plan(app)
+    event = db.scalar(select(SessionEvent))
+    assert (event.status, event.reason, event.contact) == ("skipped", "opted_out", None)
+    assert db.scalar(select(Invitation)) is None
+
+
+def test_a_practitioners_own_schedule_wins_over_the_practices(app, webhooks, practice, db):
+    policy, _, _ = current_policy(db, practice.id, None)
+    set_policy(db, practice.id, "Practitioner/p1", replace(policy, first_sessions=1), FIRST_END)
+    weekly(webhooks, [1, 2])
+    plan(app)
+    assert asked_weeks(db) == [1]
+    invitation = db.scalar(select(Invitation))
+    assert (invitation.policy_version, invitation.policy_id is not None) == (1, True)
+
+
+def test_a_session_ending_late_in_the_evening_is_sent_the_next_morning(app, webhooks, practice, db):
+    late = datetime(2026, 3, 2, 20, 55, tzinfo=NEW_YORK)
+    webhooks.post(session_at(late, "s-1"))
+    plan(app)
+    invitation = db.scalar(select(Invitation))
+    assert invitation.due_at == datetime(2026, 3, 3, 8, 0, tzinfo=NEW_YORK)
+
+
+def test_a_language_we_do_not_offer_falls_back_to_the_schedules(app, webhooks, practice, db):
+    webhooks.post(session_at(FIRST_END, "s-1", language="fr"))
+    plan(app)
+    assert db.scalar(select(Invitation)).language == "en"
+
+
+def test_planning_twice_plans_nothing_twice(app, webhooks, practice, db):
+    webhooks.post(session_at(FIRST_END, "s-1"))
+    assert plan(app) == 1
+    assert plan(app) == 0
+    assert plan(app, datetime.now(UTC) + timedelta(days=1)) == 0
+    assert len(db.scalars(select(Invitation)).all()) == 1
