@@ -53,7 +53,11 @@ def dev_init() -> None:
     with app.app_context():
         upgrade(database().engine)
         with database().sessions() as session:
-            if not session.scalar(select(Practice).where(Practice.account_id == DEMO_ACCOUNT)):
+            if not session.scalar(
+                select(Practice).where(
+                    Practice.platform == "standard", Practice.account_id == DEMO_ACCOUNT
+                )
+            ):
                 practice = add_practice(
                     session,
                     account_id=DEMO_ACCOUNT,

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from plugin.crypto import vault
 from plugin.db import database
 from plugin.models import EhrConnection, EhrWrite, Practice
+from plugin.practices import PracticeError, find_practice, platform_option
 from plugin.signing_keys import NoSigningKeyError, current_signer
 from plugin.smart import SmartError, TokenCache, discover, fetch_token
 
@@ -26,12 +27,14 @@ def _yes(flag: bool) -> str:
 @click.argument("account_id")
 @click.argument("fhir_base")
 @click.option("--client-id", required=True, help="Our client id, registered with the EHR.")
-def connect_command(account_id: str, fhir_base: str, client_id: str) -> None:
+@platform_option
+def connect_command(account_id: str, fhir_base: str, client_id: str, platform: str) -> None:
     """Check discovery and a token grant at FHIR_BASE, then write ACCOUNT_ID's responses there."""
     with database().sessions() as session:
-        practice = session.scalar(select(Practice).where(Practice.account_id == account_id))
-        if practice is None:
-            raise click.ClickException(f"no practice with account {account_id!r}")
+        try:
+            practice = find_practice(session, account_id, platform)
+        except PracticeError as exc:
+            raise click.ClickException(str(exc)) from exc
         try:
             with requests.Session() as http:
                 facts = discover(http, fhir_base)

@@ -17,6 +17,7 @@ from fhir_mappings.instrument import load_bundled
 from plugin.db import database
 from plugin.models import Invitation, Practice, SchedulePolicy, SessionEvent
 from plugin.policy import Policy, PolicyError, preview, zone
+from plugin.practices import PracticeError, find_practice, platform_option
 
 # The built-in default: a practice with no stored policy records version 0 (policy_id None).
 DEFAULT_VERSION = 0
@@ -153,15 +154,10 @@ def previous_due_at(
 
 
 def _practice(session: Session, account: str, platform: str) -> Practice:
-    practice = session.scalar(
-        select(Practice).where(Practice.platform == platform, Practice.account_id == account)
-    )
-    if practice is None:
-        raise click.ClickException(
-            f"no practice with account {account!r} on platform {platform!r}; "
-            "see `alliance-check practice list`"
-        )
-    return practice
+    try:
+        return find_practice(session, account, platform)
+    except PracticeError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _source(practitioner_ref: str | None, policy_id: str | None, version: int, session, practice):
@@ -228,9 +224,6 @@ def schedule_cli() -> None:
 
 
 _account = click.argument("account")
-_platform = click.option(
-    "--platform", default="standard", show_default=True, help="The platform of ACCOUNT."
-)
 _practitioner = click.option(
     "--practitioner", "practitioner_ref", help="A practitioner's override, e.g. Practitioner/42."
 )
@@ -238,7 +231,7 @@ _practitioner = click.option(
 
 @schedule_cli.command("show", short_help="Print the policy in effect and its version.")
 @_account
-@_platform
+@platform_option
 @_practitioner
 def show_command(account: str, platform: str, practitioner_ref: str | None) -> None:
     """Print the policy in effect for ACCOUNT (or one practitioner there), and its version."""
@@ -252,7 +245,7 @@ def show_command(account: str, platform: str, practitioner_ref: str | None) -> N
 
 @schedule_cli.command("set", short_help="Store the next version of a policy.")
 @_account
-@_platform
+@platform_option
 @_practitioner
 @click.option(
     "--file",
@@ -313,7 +306,7 @@ def _local(moment: datetime | None, timezone: str) -> str:
 
 @schedule_cli.command("preview", short_help="Show which of sessions 1-20 would be asked, and when.")
 @_account
-@_platform
+@platform_option
 @_practitioner
 @click.option("--timezone", help="The made-up client's IANA zone [default: the practice's].")
 @click.option(

@@ -27,7 +27,7 @@ def test_practice_add_then_list(runner):
     )
     assert result.exit_code == 0, result.output
     listed = runner.invoke(args=["practice", "list"]).output
-    assert "acme\tAcme Counselling\tEurope/Dublin\tndjson:var/ehr" in listed
+    assert "standard\tacme\tAcme Counselling\tEurope/Dublin\tactive\tndjson:var/ehr" in listed
 
 
 @pytest.mark.parametrize(
@@ -36,6 +36,7 @@ def test_practice_add_then_list(runner):
         (["--timezone", "Mars/Olympus"], "unknown time zone"),
         (["--ehr", "https://ehr.example.org/fhir"], "alliance-check ehr connect"),
         (["--ehr", "ftp://x"], "must look like ndjson:<dir>"),
+        (["--platform", "skype"], "unknown platform 'skype'"),
     ],
 )
 def test_practice_add_refuses_bad_input_clearly(runner, args, error):
@@ -50,6 +51,22 @@ def test_practice_add_refuses_a_second_install_of_one_account(runner):
     result = runner.invoke(args=["practice", "add", "acme", "--name", "Acme again"])
     assert result.exit_code != 0
     assert "already installed" in result.output
+
+
+def test_one_account_id_on_two_platforms_is_two_practices(runner):
+    runner.invoke(args=["practice", "add", "acme", "--name", "Acme"])
+    result = runner.invoke(args=["practice", "add", "acme", "--platform", "zoom", "--name", "Z"])
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(args=["practice", "list"]).output.splitlines()
+    assert [line.split("\t")[:2] for line in listed] == [["standard", "acme"], ["zoom", "acme"]]
+    # Commands that name a practice say which platform's they mean.
+    missing = runner.invoke(args=["schedule", "show", "acme", "--platform", "zoom"])
+    assert missing.exit_code == 0, missing.output
+    unknown = runner.invoke(
+        args=["ehr", "connect", "acme", "https://x", "--client-id", "c", "--platform", "zoom-typo"]
+    )
+    assert unknown.exit_code != 0
+    assert "no practice with account 'acme' on platform 'zoom-typo'" in unknown.output
 
 
 def _cli(env: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
