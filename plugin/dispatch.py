@@ -170,22 +170,26 @@ def _remind(invitation: Invitation, channels: dict[str, Channel], vault: Vault, 
     return True
 
 
-def _guarded(step, invitation: Invitation, event: str, *args) -> bool:
-    """Run one send so that one bad row can never block the queue."""
-    try:
-        sent = step(invitation, *args)
-    except Exception as exc:
-        # Unexpected: count it as a failed attempt and keep only the type (the text may hold
-        # an address). The row's lease makes the next try wait LEASE.
-        invitation.attempts += 1
-        invitation.last_error = f"internal error ({type(exc).__name__})"
-        sent = False
-    extra = {"invitation_id": invitation.id, "status": invitation.status}
-    if sent:
-        log.info(event, extra=extra)
-    else:
-        log.warning(f"{event}_failed", extra={**extra, "reason": invitation.last_error})
-    return sent
+def _each(step, event: str, channels, vault: Vault, settings, now):
+    """Return what drain() runs per row: one send, recorded so that it never blocks the queue."""
+
+    def process(invitation: Invitation) -> bool:
+        try:
+            sent = step(invitation, channels, vault, settings, now)
+        except Exception as exc:
+            # Unexpected: count it as a failed attempt and keep only the type (the text may
+            # hold an address). The row's lease makes the next try wait LEASE.
+            invitation.attempts += 1
+            invitation.last_error = f"internal error ({type(exc).__name__})"
+            sent = False
+        extra = {"invitation_id": invitation.id, "status": invitation.status}
+        if sent:
+            log.info(event, extra=extra)
+        else:
+            log.warning(f"{event}_failed", extra={**extra, "reason": invitation.last_error})
+        return sent
+
+    return process
 
 
 def dispatch_due(
@@ -196,15 +200,8 @@ def dispatch_due(
     now: datetime,
 ) -> int:
     """Send every invitation that is due; return how many went out."""
-    return drain(
-        sessions,
-        Invitation,
-        now,
-        settings.batch,
-        lambda invitation: _guarded(
-            _send, invitation, "invitation.sent", channels, vault, settings, now
-        ),
-    )
+    send = _each(_send, "invitation.sent", channels, vault, settings, now)
+    return drain(sessions, Invitation, now, settings.batch, send)
 
 
 def remind_due(
@@ -215,16 +212,9 @@ def remind_due(
     now: datetime,
 ) -> int:
     """Send every reminder that is due to a client who has not answered; return how many."""
+    remind = _each(_remind, "invitation.reminded", channels, vault, settings, now)
     return drain(
-        sessions,
-        Invitation,
-        now,
-        settings.batch,
-        lambda invitation: _guarded(
-            _remind, invitation, "invitation.reminded", channels, vault, settings, now
-        ),
-        status="sent",
-        due="reminder_due_at",
+        sessions, Invitation, now, settings.batch, remind, status="sent", due="reminder_due_at"
     )
 
 

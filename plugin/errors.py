@@ -4,7 +4,7 @@ from flask import Flask, Response, json, render_template, request
 from werkzeug.exceptions import HTTPException
 
 # Surfaces whose callers are programs, not people.
-API_PREFIXES = ("/webhooks/", "/api/")
+API_PREFIXES = ("/webhooks/", "/api/", "/sms/")
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: object) -> Response:
@@ -19,6 +19,20 @@ def problem(status: int, title: str, detail: str | None = None, **extra: object)
 def page(status: int, template: str, **context: object) -> Response:
     """Return a friendly HTML page with the given status."""
     return Response(render_template(template, **context), status=status, mimetype="text/html")
+
+
+def private_page_headers(response: Response) -> Response:
+    """Keep a page whose URL is a credential out of caches, referrers and frames."""
+    # Questionnaire, unsubscribe and OAuth-callback URLs carry tokens or codes: no caching,
+    # no referrer, no framing, nothing loaded from elsewhere.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return response
 
 
 def _wants_problem() -> bool:

@@ -9,7 +9,7 @@ from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from flask import Blueprint, Flask, Response, current_app, redirect, session
 
 from plugin.db import get_session
-from plugin.errors import page
+from plugin.errors import page, private_page_headers
 from plugin.installations import install
 from plugin.models import Practice
 from plugin.platform_api import PlatformError, fetch_identity
@@ -146,17 +146,8 @@ def setup() -> Response:
     )
 
 
-@bp.after_request
-def _private(response: Response) -> Response:
-    # The callback URL carries the code: never send it on as a referrer, never cache, no frames.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-        "form-action 'self'"
-    )
-    return response
+# The callback URL carries the code: the same care as a questionnaire link.
+bp.after_request(private_page_headers)
 
 
 def init_app(app: Flask) -> None:

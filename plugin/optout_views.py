@@ -9,7 +9,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from plugin.db import get_session
-from plugin.errors import page, problem
+from plugin.errors import page, private_page_headers, problem
 from plugin.i18n import DEFAULT_LANGUAGE, choose_language, use_language
 from plugin.models import Invitation
 from plugin.optouts import (
@@ -21,7 +21,6 @@ from plugin.optouts import (
     phone_digest,
     read_unsubscribe_token,
 )
-from plugin.survey import private_page_headers
 
 log = logging.getLogger(__name__)
 unsubscribe_bp = Blueprint("unsubscribe", __name__, url_prefix="/u")

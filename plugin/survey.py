@@ -13,7 +13,7 @@ from fhir_mappings.bundle import ResponseContext, build_transaction
 from fhir_mappings.scoring import score, validate_answers
 from plugin.crypto import hash_token, vault
 from plugin.db import get_session
-from plugin.errors import page
+from plugin.errors import page, private_page_headers
 from plugin.i18n import N_, current_language, use_language
 from plugin.instruments import instrument_for
 from plugin.models import EhrWrite, Invitation
@@ -163,18 +163,7 @@ def submit(token: str) -> Response:
     return page(200, "thanks.html", title=gettext("Thank you"))
 
 
-@bp.after_request
-def private_page_headers(response: Response) -> Response:
-    """Keep a page whose URL is a credential out of caches, referrers and frames."""
-    # The URL is a credential: no caching, no referrer, no framing, nothing from elsewhere.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'self'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    )
-    return response
+bp.after_request(private_page_headers)
 
 
 def _csrf_failed(_exc: CSRFError) -> Response:

@@ -123,6 +123,19 @@ def practice(app, db):
     )
 
 
+@pytest.fixture
+def other_practice(app, db):
+    """Install a second practice (account "other"), which the first must never touch."""
+    return add_practice(
+        db,
+        account_id="other",
+        name="Hillside Counselling",
+        timezone="Europe/London",
+        ehr_target="ndjson:var/ehr-b",
+        root=Path(app.instance_path).parent,
+    )
+
+
 def session_ended(session_id: str | None = None, account_id: str = "demo", **client) -> dict:
     """Return the sample session.ended payload, optionally for another session or account."""
     payload = load_json("webhooks/session_ended.json")

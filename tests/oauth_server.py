@@ -56,7 +56,8 @@ from flask import Flask, g, jsonify, request
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
-from werkzeug.serving import WSGIRequestHandler, make_server
+
+from tests.wsgi_thread import ThreadedServer
 
 #: The only assertion algorithms SMART Backend Services allows.
 ASSERTION_ALGORITHMS = ("RS384", "ES384")
@@ -249,13 +250,6 @@ class _AuthorizationServer(AuthorizationServer):
         return super().handle_error_response(request, error)
 
 
-class QuietRequestHandler(WSGIRequestHandler):
-    """Werkzeug's handler without the access log on stderr."""
-
-    def log_request(self, *args, **kwargs) -> None:
-        pass
-
-
 class OAuthServer:
     """The authorization server, its state, and the thread serving it."""
 
@@ -290,18 +284,8 @@ class OAuthServer:
         self._signing_key = self._new_signing_key()
 
         self.app = self._create_app()
-        self._httpd = make_server(
-            host, port, self.app, threaded=True, request_handler=QuietRequestHandler
-        )
-        self.port = self._httpd.server_port
-        self.url = f"http://{host}:{self.port}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"oauth-server-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = ThreadedServer(self.app, host, port, "oauth-server")
+        self.port, self.url = self._server.port, self._server.url
 
     # -- addresses ---------------------------------------------------------------
 
@@ -365,9 +349,8 @@ class OAuthServer:
             self._revoked.clear()
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._thread.join(timeout=5)
-        self._httpd.server_close()
+        """Stop the server."""
+        self._server.stop()
 
     def __enter__(self) -> OAuthServer:
         return self

@@ -44,9 +44,8 @@ from authlib.oauth2.rfc6750 import BearerTokenGenerator, BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask, jsonify, request
-from werkzeug.serving import make_server
 
-from tests.oauth_server import QuietRequestHandler
+from tests.wsgi_thread import ThreadedServer
 
 AUTH_METHOD = "client_secret_basic"
 
@@ -165,18 +164,8 @@ class PlatformServer:
         self._lock = threading.Lock()
 
         self.app = self._create_app()
-        self._httpd = make_server(
-            host, port, self.app, threaded=True, request_handler=QuietRequestHandler
-        )
-        self.port = self._httpd.server_port
-        self.url = f"http://{host}:{self.port}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"platform-server-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = ThreadedServer(self.app, host, port, "platform-server")
+        self.port, self.url = self._server.port, self._server.url
 
     # -- addresses ---------------------------------------------------------------
 
@@ -246,9 +235,8 @@ class PlatformServer:
             self._deny_next = False
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._thread.join(timeout=5)
-        self._httpd.server_close()
+        """Stop the server."""
+        self._server.stop()
 
     # -- storage -----------------------------------------------------------------
 

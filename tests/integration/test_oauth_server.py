@@ -8,7 +8,6 @@ assertions straight to the token endpoint.
 
 import base64
 import json
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +19,9 @@ from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
 from flask import Flask, jsonify
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
-from werkzeug.serving import make_server
 
-from tests.oauth_server import QuietRequestHandler, parse_scope, scope_covers, start_oauth_server
+from tests.oauth_server import parse_scope, scope_covers, start_oauth_server
+from tests.wsgi_thread import ThreadedServer
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPES = "system/QuestionnaireResponse.c system/Observation.c"
@@ -63,19 +62,11 @@ class JwksHost:
         self.jwks = jwks
         app = Flask("jwks-host")
         app.add_url_rule("/.well-known/jwks.json", "jwks", lambda: jsonify(self.jwks))
-        self._httpd = make_server(
-            "127.0.0.1", 0, app, threaded=True, request_handler=QuietRequestHandler
-        )
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}/.well-known/jwks.json"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = ThreadedServer(app, "127.0.0.1", 0, "jwks-host")
+        self.url = f"{self._server.url}/.well-known/jwks.json"
 
     def stop(self):
-        self._httpd.shutdown()
-        self._thread.join(timeout=5)
-        self._httpd.server_close()
+        self._server.stop()
 
 
 def public(*keys) -> dict:

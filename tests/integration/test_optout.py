@@ -12,25 +12,11 @@ from twilio.request_validator import RequestValidator
 
 from plugin.models import OptOut
 from plugin.optouts import is_opted_out, opt_in, opt_out, phone_digest, unsubscribe_link
-from plugin.practices import add_practice
 from tests.conftest import DATA
 from tests.twilio_api import AUTH_TOKEN
 
 PHONE = "+12025550143"
 INBOUND = json.loads((DATA / "twilio" / "inbound_sms.json").read_text())
-
-
-@pytest.fixture
-def other_practice(app, db):
-    """Install a second practice, whose clients the first must never touch."""
-    return add_practice(
-        db,
-        account_id="other",
-        name="Hillside Counselling",
-        timezone="Europe/London",
-        ehr_target="ndjson:var/ehr",
-        root=app.instance_path,
-    )
 
 
 def link_path(app, invitation, channel="email") -> str:

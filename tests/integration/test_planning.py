@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from plugin.models import Invitation, Practice, SessionEvent
+from plugin.models import Invitation, SessionEvent
 from plugin.optouts import opt_out
 from plugin.policy import send_time
 from plugin.schedules import current_policy, set_policy
@@ -118,17 +118,7 @@ def test_each_client_has_a_count_of_their_own(app, webhooks, practice, db):
     assert asked_weeks(db, "Patient/b") == [1]
 
 
-def test_another_practices_sessions_never_count(app, webhooks, practice, db):
-    db.add(
-        Practice(
-            account_id="other",
-            name="Other",
-            timezone="UTC",
-            ehr_target="ndjson:var/ehr",
-            created_at=datetime.now(UTC),
-        )
-    )
-    db.commit()
+def test_another_practices_sessions_never_count(app, webhooks, practice, other_practice, db):
     for week in range(1, 6):
         ended = FIRST_END + timedelta(weeks=week - 1)
         payload = session_at(ended, f"other-{week}")
@@ -139,9 +129,8 @@ def test_another_practices_sessions_never_count(app, webhooks, practice, db):
     # The same client reference at another practice is another person's history.
     late = db.scalar(select(SessionEvent).where(SessionEvent.session_id == "demo-late"))
     assert late.session_number == 1
-    other = db.scalar(select(Practice).where(Practice.account_id == "other"))
     other_numbers = db.scalars(
-        select(SessionEvent.session_number).where(SessionEvent.practice_id == other.id)
+        select(SessionEvent.session_number).where(SessionEvent.practice_id == other_practice.id)
     ).all()
     assert sorted(other_numbers) == [1, 2, 3, 4, 5]
 

@@ -36,19 +36,6 @@ def _policy(**settings) -> Policy:
     return Policy(questionnaire=BUNDLED, **settings)
 
 
-@pytest.fixture
-def other_practice(app, db):
-    """Install a second practice, to show the first one's schedule never leaks into it."""
-    return add_practice(
-        db,
-        account_id="other",
-        name="Hillside Counselling",
-        timezone="Europe/London",
-        ehr_target="ndjson:var/ehr",
-        root=Path(app.instance_path).parent,
-    )
-
-
 # ---- versions and overrides -------------------------------------------------------------------
 
 

@@ -6,7 +6,6 @@ ids, Zoom meeting UUIDs, the client's email, even the Patient's record in their 
 
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -14,7 +13,6 @@ from sqlalchemy import func, select
 from plugin.crypto import new_token
 from plugin.jobs import tick
 from plugin.models import EhrWrite, Invitation, Practice, SessionEvent
-from plugin.practices import add_practice
 from tests import fhir_server
 from tests.backlog import FULL
 from tests.conftest import load_json, session_ended
@@ -31,17 +29,9 @@ def config(config, zoom_api):
 
 
 @pytest.fixture
-def practices(app, db, practice) -> tuple[Practice, Practice]:
+def practices(practice, other_practice) -> tuple[Practice, Practice]:
     """Standard practices A ("demo", Riverside Therapy) and B ("other", Hillside Counselling)."""
-    other = add_practice(
-        db,
-        account_id="other",
-        name="Hillside Counselling",
-        timezone="Europe/London",
-        ehr_target="ndjson:var/ehr-b",
-        root=Path(app.instance_path).parent,
-    )
-    return practice, other
+    return practice, other_practice
 
 
 def rows(db, model, practice: Practice) -> list:

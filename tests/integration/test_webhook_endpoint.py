@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import sessionmaker
 
-from plugin.models import Invitation, Practice, SessionEvent
+from plugin.models import Invitation, SessionEvent
 from tests.conftest import WEBHOOK_SECRETS, Webhooks, session_ended
 
 
@@ -130,16 +130,7 @@ def test_unknown_platform_is_404_problem(client):
     assert response.mimetype == "application/problem+json"
 
 
-def test_webhook_for_one_practice_touches_no_other(webhooks, db, practice, app):
-    other = Practice(
-        account_id="other",
-        name="Other",
-        timezone="UTC",
-        ehr_target="ndjson:x",
-        created_at=datetime.now(UTC),
-    )
-    db.add(other)
-    db.commit()
+def test_webhook_for_one_practice_touches_no_other(webhooks, db, practice, other_practice):
     # Practice B has a session with the same platform session id: it must stay B's alone.
     webhooks.post(session_ended("shared-id", account_id="other"))
     webhooks.post(session_ended("shared-id", account_id="demo"))
@@ -148,20 +139,12 @@ def test_webhook_for_one_practice_touches_no_other(webhooks, db, practice, app):
             select(SessionEvent.practice_id, func.count()).group_by(SessionEvent.practice_id)
         ).all()
     )
-    assert by_practice == {practice.id: 1, other.id: 1}
+    assert by_practice == {practice.id: 1, other_practice.id: 1}
 
 
-def test_same_webhook_id_for_another_practice_is_not_a_duplicate(webhooks, db, practice):
-    db.add(
-        Practice(
-            account_id="other",
-            name="Other",
-            timezone="UTC",
-            ehr_target="ndjson:x",
-            created_at=datetime.now(UTC),
-        )
-    )
-    db.commit()
+def test_same_webhook_id_for_another_practice_is_not_a_duplicate(
+    webhooks, db, practice, other_practice
+):
     # Dedupe is per practice: one practice's delivery ids can never suppress another's events.
     webhooks.post(session_ended("s-1", account_id="demo"), msg_id="msg_1")
     webhooks.post(session_ended("s-1", account_id="other"), msg_id="msg_1")

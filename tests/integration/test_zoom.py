@@ -66,9 +66,12 @@ class Ehr:
         oauth.register_client("records", jwks=jwks, scopes="system/Patient.c")
 
     def connect(self, account_id: str) -> None:
-        """Run `ehr connect` for a practice."""
+        """Run `ehr connect` for a Zoom practice."""
         result = self.runner.invoke(
-            args=["ehr", "connect", account_id, self.server.base_url, "--client-id", "alliance"]
+            args=[
+                *("ehr", "connect", account_id, self.server.base_url),
+                *("--client-id", "alliance", "--platform", "zoom"),
+            ]
         )
         assert result.exit_code == 0, result.output
 
