@@ -136,6 +136,9 @@ def uninstall(
         log.info("uninstall.unknown_account", extra={"platform": platform})
         return False
 
+    # End the read before the network call: on SQLite an open transaction holds the write
+    # lock, and every webhook would wait for the platform's revocation endpoint.
+    session.commit()
     tokens_revoked = _revoke(practice, http)
 
     practice_id = practice.id
