@@ -13,7 +13,8 @@ from plugin.db import database
 from plugin.models import EhrConnection, EhrWrite, Practice
 from plugin.practices import PracticeError, find_practice, platform_option
 from plugin.signing_keys import NoSigningKeyError, current_signer
-from plugin.smart import SmartError, TokenCache, discover, fetch_token
+from plugin.smart import SmartError, TokenCache, discover, fetch_token, patient_search_scope
+from webhooks import ADAPTERS
 
 ehr_cli = AppGroup("ehr", help="Connect practices to their EHR's FHIR server.")
 writes_cli = AppGroup("ehr-writes", help="Inspect and retry responses on their way to the EHR.")
@@ -64,6 +65,8 @@ def connect_command(account_id: str, fhir_base: str, client_id: str, platform: s
                 f"the EHR did not grant {' '.join(sorted(missing))}; ask its administrator to "
                 "allow it for this client; not connected"
             )
+        if getattr(ADAPTERS.get(practice.platform), "attendee_emails", None):
+            _check_patient_search(session, facts, client_id)
         what = (
             "the response and its scores"
             if facts.questionnaire_response_create
@@ -83,6 +86,33 @@ def connect_command(account_id: str, fhir_base: str, client_id: str, platform: s
         practice.ehr_target = connection.fhir_base
         session.commit()
     click.echo(f"connected practice {account_id}")
+
+
+def _check_patient_search(session, facts, client_id: str) -> None:
+    """Refuse to connect a platform whose clients are found in the EHR unless we may search."""
+    # Zoom names no client: each session's client is the one Patient with an attendee's
+    # email, so without a search every session would end up unmatched, hours later.
+    scope = patient_search_scope(facts.smart_v2)
+    if not facts.patient_search:
+        raise click.ClickException(
+            "this platform's sessions name no client, and the server does not offer a Patient "
+            "search by email; not connected"
+        )
+    try:
+        token = fetch_token(
+            client_id, facts.token_endpoint, scope, current_signer(session, vault())
+        )
+    except (SmartError, NoSigningKeyError) as exc:
+        raise click.ClickException(
+            f"{exc}; this platform's clients are found by a Patient search, which needs {scope}; "
+            "not connected"
+        ) from exc
+    if scope not in token.get("scope", scope).split():
+        raise click.ClickException(
+            f"the EHR did not grant {scope}, which finding this platform's clients needs; ask "
+            "its administrator to allow it for this client; not connected"
+        )
+    click.echo(f"Patient search   granted {scope!r}")
 
 
 def _row(write: EhrWrite) -> str:

@@ -361,6 +361,28 @@ def test_an_ehr_that_refuses_the_search_scope_fails_the_session_for_the_admin(
     assert "ehr_no_token" in list_sessions(runner, "--status", "failed")
 
 
+def test_connecting_a_zoom_practice_to_an_ehr_that_refuses_the_search_is_refused(
+    app, db, runner, ehr, ehr_desk, oauth_server, client
+):
+    practice = add_zoom_practice(db, app.extensions["vault"], ACCOUNT, TOKEN)
+    oauth_server.register_client(
+        "alliance",
+        jwks=client.get("/.well-known/jwks.json").json,
+        scopes="system/QuestionnaireResponse.c system/Observation.c",
+    )
+    result = runner.invoke(
+        args=[
+            *("ehr", "connect", ACCOUNT, ehr.base_url),
+            *("--client-id", "alliance", "--platform", "zoom"),
+        ]
+    )
+    # Said at once, to the operator, instead of every session failing hours later.
+    assert result.exit_code != 0
+    assert "system/Patient.rs" in result.output and "not connected" in result.output
+    db.refresh(practice)
+    assert practice.ehr_connection is None
+
+
 def test_a_practice_that_must_reauthorise_is_retried_a_bounded_number_of_times(
     app,
     zoom_hooks,
