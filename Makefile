@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python -c "from tests.fhir_server import ensure_installed; ensure_installed()"
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.ehr_drain --writes $(EHR_WRITES)
+	$(BIN)/python -m bench.delivery
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info tests/fhir_server/node_modules
