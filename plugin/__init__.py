@@ -23,39 +23,44 @@ def create_app(config: dict | None = None) -> Flask:
         db,
         ehr_cli,
         errors,
+        i18n,
         install,
         instruments,
         invitations_cli,
+        launch,
         manifest_cli,
+        optout_views,
         platforms,
         practices,
         schedules,
+        sessions_cli,
         signing_keys,
         survey,
         webhook_views,
     )
 
-    db.init_app(app)
-    crypto.init_app(app)
-    errors.init_app(app)
-    instruments.init_app(app)
-    practices.init_app(app)
-    schedules.init_app(app)
-    invitations_cli.init_app(app)
-    signing_keys.init_app(app)
-    ehr_cli.init_app(app)
-    webhook_views.init_app(app)
-    survey.init_app(app)
-    from plugin import i18n, optout_views
-
-    i18n.init_app(app)
-    optout_views.init_app(app)
-    platforms.init_app(app)
-    install.init_app(app)
-    manifest_cli.init_app(app)
-    from plugin import sessions_cli
-
-    sessions_cli.init_app(app)
+    # Storage and secrets first: everything after may use them.
+    for subsystem in (
+        db,
+        crypto,
+        errors,
+        i18n,
+        instruments,
+        platforms,
+        practices,
+        schedules,
+        signing_keys,
+        ehr_cli,
+        invitations_cli,
+        sessions_cli,
+        manifest_cli,
+        webhook_views,
+        survey,
+        optout_views,
+        install,
+        launch,
+    ):
+        subsystem.init_app(app)
 
     @app.get("/healthz")
     def healthz():

@@ -260,5 +260,12 @@ def test_every_url_of_ours_in_the_manifest_is_served(app):
 
     for method, path in routes:
         adapter.match(path, method=method)  # raises NotFound / MethodNotAllowed
-    # The SMART launch view is planned: listed now so marketplaces register it once.
-    assert manifest["urls"]["smart_launch"] == "/launch"
+
+
+def test_the_planned_smart_launch_url_answers_not_yet_rather_than_not_found(client):
+    # Listed now so marketplaces register it once; the therapist view comes later.
+    assert load_manifest()["urls"]["smart_launch"] == "/launch"
+    response = client.get("/launch?iss=https://ehr.example.org/fhir&launch=abc")
+    assert response.status_code == 501
+    assert "Not available yet" in response.get_data(as_text=True)
+    assert response.headers["Referrer-Policy"] == "no-referrer"
