@@ -9,6 +9,7 @@ read scope Alliance Check asks for.
 import hashlib
 import hmac
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,11 +17,11 @@ import requests
 from sqlalchemy import func, select
 
 from plugin.jobs import tick
-from plugin.models import InstallEvent, Invitation, Practice, SessionEvent
+from plugin.models import EhrWrite, InstallEvent, Invitation, Practice, SessionEvent
 from plugin.signing_keys import current_signer, generate
 from plugin.smart import fetch_token
 from tests import fhir_server
-from tests.conftest import DATA
+from tests.conftest import DATA, load_json
 from tests.zoom_api import ZOOM_SECRETS, ZoomWebhooks, add_zoom_practice, zoom_payload
 from webhooks.zoom import sign
 
@@ -506,3 +507,54 @@ def test_a_smart_v1_ehr_is_searched_with_the_v1_read_scope(
     assert db.scalar(select(SessionEvent.patient_ref)) == f"Patient/{ids['sam']}"
     ours = [t["scope"] for t in oauth_server.issued if t["client_id"] == "alliance"]
     assert "system/Patient.read" in ours
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+SUBMISSION = load_json("fhir/submissions.json")["mixed"]
+
+
+def test_a_zoom_session_lands_in_the_ehr_under_the_patient_found(
+    mail_app, smtp, client, db, zoom_hooks, zoom_practice, ehr_desk, ehr, oauth_server
+):
+    ids = ehr_desk.file("sam")
+    assert zoom_hooks.post(zoom_payload("meeting_ended.json")).status_code == 204
+
+    # Planning finds Sam through Zoom and the EHR; dispatch mails Sam in the same tick.
+    tick(mail_app, soon(15))
+    [message] = smtp.messages
+    path = re.search(r"/q/[\w-]+", message.get_body(("plain",)).get_content()).group(0)
+    page = client.get(path).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert client.post(path, data={"csrf_token": csrf, **SUBMISSION["form"]}).status_code == 200
+
+    tick(mail_app, soon(16))
+    invitation = db.scalar(select(Invitation))
+    write = db.scalar(select(EhrWrite))
+    assert (invitation.patient_ref, write.status, write.path) == (
+        f"Patient/{ids['sam']}",
+        "done",
+        "transaction",
+    )
+    assert db.scalar(select(SessionEvent.status)) == "planned"
+
+    # Read it back as the practice's records desk would: filed under Sam, nobody else.
+    oauth_server.register_client(
+        "auditor",
+        jwks=client.get("/.well-known/jwks.json").json,
+        scopes="system/QuestionnaireResponse.rs",
+    )
+    signer = current_signer(db, mail_app.extensions["vault"])
+    token = fetch_token(
+        "auditor", oauth_server.token_endpoint, "system/QuestionnaireResponse.rs", signer
+    )
+    found = requests.get(
+        f"{ehr.base_url}/QuestionnaireResponse",
+        params={"subject": f"Patient/{ids['sam']}"},
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+        timeout=10,
+    ).json()
+    assert found["total"] == 1
+    [entry] = found["entry"]
+    assert entry["resource"]["status"] == "completed"
+    assert entry["resource"]["subject"] == {"reference": f"Patient/{ids['sam']}"}
