@@ -9,14 +9,13 @@ names a server) one gunicorn serves both routes, and the run prints:
 
 import argparse
 import contextlib
-import logging
 import os
 import platform
 import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -31,13 +30,14 @@ from bench.load import Result, closed_loop, fixture_account, open_loop, signed_d
 from bench.server import (
     Gunicorn,
     Instance,
+    add_database_options,
+    log_to,
     machine_busy_seconds,
     postgres_cpu_seconds,
     postgres_database,
     prepare_instance,
 )
 from plugin.db import normalize_url
-from plugin.logs import JsonFormatter
 from plugin.models import SessionEvent
 
 GOAL_RATIO = 0.5
@@ -148,14 +148,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--open-seconds", type=float, default=10.0, help="open-loop duration (default 10)"
     )
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get("ALLIANCE_TEST_DATABASE_URL"),
-        metavar="URL",
-        help="also run on PostgreSQL, in a throw-away database alliance_bench on this server "
-        "(default: $ALLIANCE_TEST_DATABASE_URL)",
-    )
-    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite run")
+    add_database_options(parser)
     parser.add_argument("--no-parts", action="store_true", help="skip the step breakdown")
     parser.add_argument(
         "--profile", action="store_true", help="print cProfile of webhook requests (in-process)"
@@ -324,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     extras: list[str] = []
     account = fixture_account()
-    with tempfile.TemporaryDirectory(prefix="alliance-bench-") as tmp, _log_to(Path(tmp)):
+    with tempfile.TemporaryDirectory(prefix="alliance-bench-") as tmp, log_to(Path(tmp)):
         for label, url in targets:
             path = Path(tmp) / label
             with contextlib.ExitStack() as stack:
@@ -353,27 +346,6 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\ntotal time {time.monotonic() - began:.0f} s, load average now {load:.2f}")
     return 0
-
-
-@contextlib.contextmanager
-def _log_to(folder: Path) -> Iterator[None]:
-    """Send this process's logs to a file, as JSON like the server's, while the block runs.
-
-    create_app() keeps a root handler that is already there, so the in-process timings pay
-    for the same log lines as gunicorn does, and the terminal stays readable.
-    """
-    handler = logging.FileHandler(folder / "bench.log")
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
-        handler.close()
 
 
 def _breakdown(label: str, steps: list[tuple[str, tuple[float, float]]]) -> list[str]:

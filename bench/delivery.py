@@ -45,14 +45,15 @@ from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import sessionmaker
 
-from bench.__main__ import _log_to
 from bench.app import WEBHOOK_PATH
 from bench.load import FIXTURE, Client, Delivery, Result, fixture_account
 from bench.server import (
     ROOT,
     Gunicorn,
     Instance,
+    add_database_options,
     free_port,
+    log_to,
     machine_busy_seconds,
     postgres_database,
     prepare_instance,
@@ -236,10 +237,10 @@ def bare_handoffs(port: int, recorder: ArrivalRecorder, count: int, tag: str) ->
 @contextlib.contextmanager
 def background(command: list[str], instance: Instance, log_name: str) -> Iterator[None]:
     """Run a process on the instance (its settings from alliance.toml only) while the block runs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLIANCE_")}
-    env["ALLIANCE_INSTANCE_PATH"] = str(instance.path)
     with (instance.path / log_name).open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=instance.env(), stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         yield
     finally:
@@ -521,14 +522,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--invitations", type=int, default=2000, help="due invitations to dispatch (2000)"
     )
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get("ALLIANCE_TEST_DATABASE_URL"),
-        metavar="URL",
-        help="also run on PostgreSQL, in a throw-away database alliance_bench on this server "
-        "(default: $ALLIANCE_TEST_DATABASE_URL)",
-    )
-    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite run")
+    add_database_options(parser)
     parser.add_argument(
         "--profile", action="store_true", help="print cProfile of dispatch_due (cumulative)"
     )
@@ -555,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     with (
         tempfile.TemporaryDirectory(prefix="alliance-delivery-") as tmp,
-        _log_to(Path(tmp)),
+        log_to(Path(tmp)),
         smtp_server() as smtp,
     ):
         for label, server in targets:

@@ -1,7 +1,9 @@
 """Prepare an instance folder and database, and run gunicorn on it as a subprocess."""
 
+import argparse
 import base64
 import json
+import logging
 import os
 import secrets
 import signal
@@ -22,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from plugin import create_app
 from plugin.db import database, upgrade
+from plugin.logs import JsonFormatter
 from plugin.practices import add_practice
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +53,14 @@ class Instance:
     def config(self) -> dict:
         """Return create_app() overrides for this process: beat any ALLIANCE_* in its env."""
         return {"INSTANCE_PATH": str(self.path), **self.settings}
+
+    def env(self) -> dict[str, str]:
+        """Return the environment for a child process that runs on this instance."""
+        # Only our settings reach it: a stray ALLIANCE_DATABASE_URL in the caller's
+        # environment would otherwise beat the instance file.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALLIANCE_")}
+        env["ALLIANCE_INSTANCE_PATH"] = str(self.path)
+        return env
 
 
 def prepare_instance(path: Path, database_url: str, account_id: str) -> Instance:
@@ -112,6 +123,39 @@ def postgres_database(url: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
 
 
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    """Add --postgres and --no-sqlite, which every benchmark takes."""
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("ALLIANCE_TEST_DATABASE_URL"),
+        metavar="URL",
+        help="also run on PostgreSQL, in a throw-away database alliance_bench on this server "
+        "(default: $ALLIANCE_TEST_DATABASE_URL)",
+    )
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite run")
+
+
+@contextmanager
+def log_to(folder: Path) -> Iterator[None]:
+    """Send this process's logs to a file, as JSON like the server's, while the block runs.
+
+    create_app() keeps a root handler that is already there, so the in-process timings pay
+    for the same log lines as gunicorn does, and the terminal stays readable.
+    """
+    handler = logging.FileHandler(folder / "bench.log")
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        handler.close()
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -141,10 +185,7 @@ class Gunicorn:
 
     def start(self) -> None:
         """Launch gunicorn and wait until /healthz answers, or raise with the log's tail."""
-        # Only our settings reach the workers: a stray ALLIANCE_DATABASE_URL in the caller's
-        # environment would otherwise beat the instance file.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALLIANCE_")}
-        env["ALLIANCE_INSTANCE_PATH"] = str(self.instance.path)
+        env = self.instance.env()
         command = [
             sys.executable,
             "-m",
