@@ -92,6 +92,21 @@ def app(engine, config):
 
 
 @pytest.fixture
+def committed_app(engine, config):
+    """Yield an app whose writes really commit, for tests of concurrent transactions.
+
+    Every table is emptied afterwards, children first.
+    """
+    app = create_app(config)
+    app.extensions["db"].engine = engine
+    app.extensions["db"].sessions = sessionmaker(engine, expire_on_commit=False)
+    yield app
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture
 def client(app):
     """Return a test client."""
     return app.test_client()

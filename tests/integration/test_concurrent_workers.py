@@ -5,23 +5,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 import requests
-from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import insert, select
 
-from plugin import create_app
 from plugin.channels import channels_from_config
 from plugin.dispatch import DispatchSettings, dispatch_due
 from plugin.ehr_clients import EhrClients
 from plugin.ehr_queue import WriteSettings, write_due
 from plugin.models import (
-    EhrConnection,
     EhrWrite,
     Invitation,
     Practice,
     SessionEvent,
-    SigningKey,
     new_id,
 )
 from plugin.practices import add_practice
@@ -48,18 +43,6 @@ class CountingChannel:
         with self.lock:
             self.sent.append(outgoing.key)
         self.inner.send(outgoing)
-
-
-@pytest.fixture
-def committed_app(engine, config):
-    """Yield an app whose writes really commit, and wipe its rows afterwards."""
-    app = create_app(config)
-    app.extensions["db"].engine = engine
-    app.extensions["db"].sessions = sessionmaker(engine, expire_on_commit=False)
-    yield app
-    with engine.begin() as connection:
-        for model in (EhrWrite, Invitation, SessionEvent, EhrConnection, SigningKey, Practice):
-            connection.execute(delete(model))
 
 
 def due_invitations(app, count: int, now: datetime) -> None:

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from sqlalchemy import delete, select, text
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import select, text
 
 from fhir_mappings.instrument import load_bundled
-from plugin import create_app
-from plugin.models import Invitation, Practice, SchedulePolicy, SessionEvent
+from plugin.models import Invitation, SchedulePolicy, SessionEvent
 from plugin.policy import Policy
 from plugin.practices import add_practice
 from plugin.schedules import (
@@ -70,18 +68,6 @@ def test_a_practitioner_override_beats_the_practice_policy(db, practice, other_p
     assert current_policy(db, practice.id, None)[0] == _policy(first_sessions=6)
     # Another practice never sees either, even for the same practitioner reference.
     assert current_policy(db, other_practice.id, "Practitioner/7") == (_policy(), None, 0)
-
-
-@pytest.fixture
-def committed_app(engine, config):
-    """Yield an app whose writes really commit, and wipe its rows afterwards."""
-    app = create_app(config)
-    app.extensions["db"].engine = engine
-    app.extensions["db"].sessions = sessionmaker(engine, expire_on_commit=False)
-    yield app
-    with engine.begin() as connection:
-        connection.execute(delete(SchedulePolicy))
-        connection.execute(delete(Practice))
 
 
 def _wait_until_blocked(engine, deadline: float) -> None:
