@@ -54,9 +54,7 @@ def list_command(account_id: str | None, status: str | None, limit: int) -> None
                     account,
                     invitation.status,
                     invitation.channel or "/".join(invitation.channels),
-                    f"v{invitation.policy_version}"
-                    if invitation.policy_version is not None
-                    else "-",
+                    _version(invitation.policy_version),
                     _when(invitation.due_at),
                     _when(invitation.sent_at),
                     _when(invitation.reminded_at),
