@@ -142,7 +142,10 @@ def test_every_channel_failing_is_recorded_with_its_reason_and_purges_contact(
     assert (invitation.status, invitation.contact, invitation.token) == ("failed", None, None)
     assert invitation.last_error == "email: recipient refused [550]"
     listed = runner.invoke(args=["invitations", "list", "--status", "failed"]).output
-    assert invitation.id in listed and "email: recipient refused [550]" in listed
+    [row] = [line.split("\t") for line in listed.splitlines() if line.startswith(invitation.id)]
+    # id, account, status, channel order, schedule version, ..., last error
+    assert row[1:5] == ["demo", "failed", "email/sms", "v0"]
+    assert row[-1] == "email: recipient refused [550]"
     assert EMAIL not in listed
 
 
