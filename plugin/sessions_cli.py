@@ -1,5 +1,7 @@
 """The `sessions` command: list recorded sessions and what became of them, for the admin."""
 
+from datetime import UTC, datetime
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
@@ -58,6 +60,39 @@ def list_command(
             click.echo("no sessions match")
         for event in events:
             click.echo(_row(event))
+
+
+@sessions_cli.command("retry")
+@click.argument("session_ids", nargs=-1)
+@click.option("--all-unmatched", is_flag=True, help="Retry every unmatched session.")
+def retry_command(session_ids: tuple[str, ...], all_unmatched: bool) -> None:
+    """Plan unmatched or failed sessions again, e.g. once the client's Patient is in the EHR."""
+    with database().sessions() as session:
+        query = select(SessionEvent).where(SessionEvent.status.in_(("unmatched", "failed")))
+        if all_unmatched:
+            query = query.where(SessionEvent.status == "unmatched")
+        elif session_ids:
+            query = query.where(SessionEvent.id.in_(session_ids))
+        else:
+            raise click.ClickException("name session ids, or pass --all-unmatched")
+        events = session.scalars(query).unique().all()
+        missing = set(session_ids) - {event.id for event in events}
+        if missing:
+            raise click.ClickException(f"not unmatched or failed, or unknown: {sorted(missing)}")
+        # A session whose client was known kept their contact only until it failed; with it
+        # deleted there is no one to send to. Only a look-up (Zoom) can find them again.
+        known = sorted(event.id for event in events if event.patient_ref is not None)
+        if known:
+            raise click.ClickException(
+                f"cannot retry {known}: the client's contact details were deleted when planning "
+                "failed; nothing changed"
+            )
+        now = datetime.now(UTC)
+        for event in events:
+            event.status, event.reason, event.last_error = "pending", None, None
+            event.attempts, event.next_attempt_at = 0, now
+        session.commit()
+    click.echo(f"queued {len(events)} session(s) for planning again")
 
 
 def init_app(app: Flask) -> None:

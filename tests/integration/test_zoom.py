@@ -21,7 +21,7 @@ from plugin.models import EhrWrite, InstallEvent, Invitation, Practice, SessionE
 from plugin.signing_keys import current_signer, generate
 from plugin.smart import fetch_token
 from tests import fhir_server
-from tests.conftest import DATA, load_json
+from tests.conftest import DATA, load_json, session_ended
 from tests.zoom_api import ZOOM_SECRETS, ZoomWebhooks, add_zoom_practice, zoom_payload
 from webhooks.zoom import sign
 
@@ -285,6 +285,51 @@ def test_no_single_patient_means_unmatched_no_invitation_and_listed_for_the_admi
     calls = len(zoom_api.api_calls())
     tick(app, soon(600))
     assert len(zoom_api.api_calls()) == calls
+
+
+def test_an_unmatched_session_is_planned_again_once_the_patient_is_filed(
+    app, zoom_hooks, db, runner, zoom_practice, ehr_desk
+):
+    zoom_hooks.post(zoom_payload("meeting_ended.json"))
+    tick(app, soon())
+    event = db.scalar(select(SessionEvent))
+    assert (event.status, event.reason) == ("unmatched", "no_match")
+
+    # The practice files the client's record, then asks for the session to be looked at again.
+    ids = ehr_desk.file("sam")
+    result = runner.invoke(args=["sessions", "retry", "--all-unmatched"])
+    assert result.exit_code == 0, result.output
+    assert "queued 1 session(s)" in result.output
+    tick(app, soon(2))
+    db.refresh(event)
+    assert (event.status, event.patient_ref) == ("planned", f"Patient/{ids['sam']}")
+    assert count(db, Invitation) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ([], "name session ids, or pass --all-unmatched"),
+        (["no-such-session"], "not unmatched or failed, or unknown"),
+    ],
+)
+def test_retrying_sessions_refuses_what_it_cannot_retry(runner, args, error):
+    result = runner.invoke(args=["sessions", "retry", *args])
+    assert result.exit_code != 0
+    assert error in result.output
+
+
+def test_a_session_whose_known_client_failed_cannot_be_retried(db, runner, practice, webhooks):
+    webhooks.post(session_ended("s-1"))
+    event = db.scalar(select(SessionEvent))
+    # As planning leaves a session it gave up on: the contact details are gone with it.
+    event.status, event.reason, event.contact = "failed", "TypeError", None
+    db.commit()
+    result = runner.invoke(args=["sessions", "retry", event.id])
+    assert result.exit_code != 0
+    assert "contact details were deleted" in result.output
+    db.refresh(event)
+    assert event.status == "failed"
 
 
 def test_an_inactive_duplicate_record_is_not_a_second_match(
