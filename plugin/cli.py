@@ -103,7 +103,7 @@ def serve(host: str) -> None:
 
 @main.command("worker")
 def worker() -> None:
-    """Run the background jobs (dispatch, EHR writes, expiry) until interrupted."""
+    """Run the background jobs (planning, dispatch, reminders, EHR writes, expiry, retention)."""
     from plugin.jobs import run_worker
 
     run_worker(current_app._get_current_object())
