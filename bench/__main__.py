@@ -8,7 +8,6 @@ names a server) one gunicorn serves both routes, and the run prints:
 """
 
 import argparse
-import contextlib
 import os
 import platform
 import sqlite3
@@ -31,10 +30,10 @@ from bench.server import (
     Gunicorn,
     Instance,
     add_database_options,
+    bench_database,
     log_to,
     machine_busy_seconds,
     postgres_cpu_seconds,
-    postgres_database,
     prepare_instance,
 )
 from plugin.db import normalize_url
@@ -320,15 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="alliance-bench-") as tmp, log_to(Path(tmp)):
         for label, url in targets:
             path = Path(tmp) / label
-            with contextlib.ExitStack() as stack:
-                if url is None:
-                    database_url = f"sqlite:///{path / 'alliance.db'}"
-                else:
-                    try:
-                        database_url = stack.enter_context(postgres_database(url))
-                    except psycopg.Error as exc:
-                        print(f"  {label}: skipped, cannot create the bench database: {exc}")
-                        continue
+            with bench_database(label, url, path) as database_url:
+                if database_url is None:
+                    continue
                 instance = prepare_instance(path, database_url, account)
                 rows += run_database(label, instance, args)
                 if not args.no_parts:

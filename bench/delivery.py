@@ -39,7 +39,6 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
 
-import psycopg
 from aiosmtpd.controller import Controller
 from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy import func, insert, select, update
@@ -52,10 +51,10 @@ from bench.server import (
     Gunicorn,
     Instance,
     add_database_options,
+    bench_database,
     free_port,
     log_to,
     machine_busy_seconds,
-    postgres_database,
     prepare_instance,
 )
 from plugin import create_app
@@ -553,15 +552,9 @@ def main(argv: list[str] | None = None) -> int:
         smtp_server() as smtp,
     ):
         for label, server in targets:
-            with contextlib.ExitStack() as stack:
-                if server is None:
-                    url = f"sqlite:///{Path(tmp) / label / 'alliance.db'}"
-                else:
-                    try:
-                        url = stack.enter_context(postgres_database(server))
-                    except psycopg.Error as exc:
-                        print(f"  {label}: skipped, cannot create the bench database: {exc}")
-                        continue
+            with bench_database(label, server, Path(tmp) / label) as url:
+                if url is None:
+                    continue
                 figures.append(run_database(label, url, Path(tmp), smtp, args))
     if not figures:
         print("nothing was measured", file=sys.stderr)

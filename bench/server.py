@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +121,22 @@ def postgres_database(url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
+
+@contextmanager
+def bench_database(label: str, server_url: str | None, folder: Path) -> Iterator[str | None]:
+    """Yield one run's database URL: SQLite under folder when server_url is None, else a
+    throw-away PostgreSQL database on that server; None (said on stdout) if it cannot be made."""
+    if server_url is None:
+        yield f"sqlite:///{folder / 'alliance.db'}"
+        return
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres_database(server_url))
+        except psycopg.Error as exc:
+            print(f"  {label}: skipped, cannot create the bench database: {exc}")
+            url = None
+        yield url
 
 
 def add_database_options(parser: argparse.ArgumentParser) -> None:
