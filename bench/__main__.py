@@ -36,8 +36,8 @@ from bench.server import (
     postgres_cpu_seconds,
     prepare_instance,
 )
-from plugin.db import normalize_url
-from plugin.models import SessionEvent
+from plugin.core.db import normalize_url
+from plugin.core.models import SessionEvent
 
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 20.0

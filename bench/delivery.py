@@ -58,13 +58,13 @@ from bench.server import (
     prepare_instance,
 )
 from plugin import create_app
-from plugin.channels import channels_from_config
-from plugin.db import make_engine
-from plugin.dispatch import DispatchSettings, dispatch_due
+from plugin.core.db import make_engine
+from plugin.core.models import Invitation, Practice, SessionEvent, new_id
+from plugin.delivery.channels import channels_from_config
+from plugin.delivery.dispatch import DispatchSettings, dispatch_due
 from plugin.jobs import run_steps
-from plugin.models import Invitation, Practice, SessionEvent, new_id
-from plugin.policy import Policy
-from plugin.schedules import default_questionnaire, set_policy
+from plugin.planning.policy import Policy
+from plugin.planning.schedules import default_questionnaire, set_policy
 from tests.smtp import Recorder
 from webhooks.standard import sign
 

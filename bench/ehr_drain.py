@@ -26,11 +26,11 @@ from sqlalchemy import func, select
 from bench.post_loop import peak_rss_mb
 from bench.server import prepare_instance
 from plugin import create_app
-from plugin.ehr_clients import EhrClients
-from plugin.ehr_queue import WriteSettings, write_due
-from plugin.models import EhrConnection, EhrWrite, Practice
-from plugin.signing_keys import generate, load_signer
-from plugin.smart import fetch_token
+from plugin.core.models import EhrConnection, EhrWrite, Practice
+from plugin.ehr.drain import WriteSettings, write_due
+from plugin.ehr.gateway import EhrClients
+from plugin.ehr.keys import generate, load_signer
+from plugin.ehr.smart import fetch_token
 from tests import fhir_server
 from tests.backlog import queue_writes
 from tests.oauth_server import start_oauth_server

@@ -15,9 +15,9 @@ from bench.app import BARE_PATH, WEBHOOK_PATH, add_bare_route
 from bench.load import Delivery, signed_deliveries
 from bench.server import Instance
 from plugin import create_app
-from plugin.crypto import vault
-from plugin.db import database
-from plugin.intake import Outcome, record_session_ended
+from plugin.core.crypto import vault
+from plugin.core.db import database
+from plugin.intake.events import Outcome, record_session_ended
 from webhooks import standard
 
 Timing = tuple[float, float]  # mean wall ms, mean CPU ms of this process

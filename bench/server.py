@@ -23,9 +23,9 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from plugin import create_app
-from plugin.db import database, upgrade
-from plugin.logs import JsonFormatter
-from plugin.practices import add_practice
+from plugin.core.db import database, upgrade
+from plugin.core.logs import JsonFormatter
+from plugin.install.practices import add_practice
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DATABASE = "alliance_bench"

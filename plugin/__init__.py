@@ -2,8 +2,8 @@
 
 from flask import Flask
 
-from plugin import logs
-from plugin.config import instance_path, load_config
+from plugin.core import logs
+from plugin.core.config import instance_path, load_config
 from webhooks import MAX_BODY_BYTES
 
 
@@ -18,49 +18,11 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_BASE_URL"].startswith("https://")
 
-    from plugin import (
-        crypto,
-        db,
-        ehr_cli,
-        errors,
-        i18n,
-        install,
-        instruments,
-        invitations_cli,
-        launch,
-        manifest_cli,
-        optout_views,
-        platforms,
-        practices,
-        schedules,
-        sessions_cli,
-        signing_keys,
-        survey,
-        webhook_views,
-    )
+    from plugin import core, delivery, ehr, install, intake, planning, survey, therapist
 
-    # Storage and secrets first: everything after may use them.
-    for subsystem in (
-        db,
-        crypto,
-        errors,
-        i18n,
-        instruments,
-        platforms,
-        practices,
-        schedules,
-        signing_keys,
-        ehr_cli,
-        invitations_cli,
-        sessions_cli,
-        manifest_cli,
-        webhook_views,
-        survey,
-        optout_views,
-        install,
-        launch,
-    ):
-        subsystem.init_app(app)
+    # Core first (storage and secrets): every area after it may use them.
+    for area in (core, install, planning, ehr, delivery, intake, survey, therapist):
+        area.init_app(app)
 
     @app.get("/healthz")
     def healthz():

@@ -16,13 +16,13 @@ from flask.cli import FlaskGroup
 from sqlalchemy import select
 
 from plugin import create_app
-from plugin.config import INSTANCE_FILE, ROOT, instance_path
-from plugin.crypto import new_fernet_key
-from plugin.db import database, upgrade
-from plugin.models import Invitation, Practice, SessionEvent
-from plugin.policy import Policy
-from plugin.practices import add_practice
-from plugin.schedules import default_questionnaire, set_policy
+from plugin.core.config import INSTANCE_FILE, ROOT, instance_path
+from plugin.core.crypto import new_fernet_key
+from plugin.core.db import database, upgrade
+from plugin.core.models import Invitation, Practice, SessionEvent
+from plugin.install.practices import add_practice
+from plugin.planning.policy import Policy
+from plugin.planning.schedules import default_questionnaire, set_policy
 from webhooks.standard import sign
 
 DEMO_ACCOUNT = "demo"

@@ -12,15 +12,15 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 from sqlalchemy.orm import sessionmaker
 
-from plugin.channels import channels_from_config
-from plugin.client_resolution import resolver_for
-from plugin.crypto import Vault
-from plugin.dispatch import DispatchSettings, dispatch_due, expire_stale, remind_due
-from plugin.ehr_clients import EhrClients
-from plugin.ehr_queue import WriteSettings, write_due
-from plugin.planning import PlanSettings, plan_due
-from plugin.retention import purge_finished
-from plugin.signing_keys import load_signer
+from plugin.core.crypto import Vault
+from plugin.delivery.channels import channels_from_config
+from plugin.delivery.dispatch import DispatchSettings, dispatch_due, expire_stale, remind_due
+from plugin.delivery.retention import purge_finished
+from plugin.ehr.drain import WriteSettings, write_due
+from plugin.ehr.gateway import EhrClients
+from plugin.ehr.keys import load_signer
+from plugin.planning.plan import PlanSettings, plan_due
+from plugin.planning.resolution import resolver_for
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from fhir_mappings.bundle import ResponseContext, build_transaction
 from fhir_mappings.instrument import load_bundled
 from fhir_mappings.scoring import score, validate_answers
-from plugin.models import EhrWrite, Invitation, Practice, SessionEvent
+from plugin.core.models import EhrWrite, Invitation, Practice, SessionEvent
 
 INSTRUMENT = load_bundled()
 # Every choice answered with its highest option.

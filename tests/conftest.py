@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from plugin import create_app
-from plugin.db import Base, make_engine, upgrade
-from plugin.practices import add_practice
+from plugin.core.db import Base, make_engine, upgrade
+from plugin.install.practices import add_practice
 from tests.oauth_server import oauth_server  # noqa: F401  (fixture)
 from webhooks.standard import sign
 
@@ -248,7 +248,7 @@ def platform_server():
 @pytest.fixture
 def zoom_platform(platform_server):
     """Return the platform server, reset, with our Zoom app registered for http://localhost."""
-    from plugin.platforms import platform_table
+    from plugin.install.platforms import platform_table
 
     platform_server.reset()
     scopes = " ".join(s["scope"] for s in platform_table()["zoom"]["oauth"]["scopes"])
@@ -289,10 +289,10 @@ class InvitationFactory:
         now: datetime | None = None,
     ):
         """Return (invitation, link token) for a new invitation of this client."""
-        from plugin.crypto import new_token
-        from plugin.instruments import default_instrument
-        from plugin.models import Invitation, SessionEvent
-        from plugin.optouts import phone_digest
+        from plugin.core.crypto import new_token
+        from plugin.core.models import Invitation, SessionEvent
+        from plugin.planning.optouts import phone_digest
+        from plugin.survey.instruments import default_instrument
 
         now = now or datetime.now(UTC)
         with self.app.app_context():

@@ -6,7 +6,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from plugin import create_app
-from plugin.config import ConfigError
+from plugin.core.config import ConfigError
 
 
 def test_app_without_secrets_refuses_to_start_and_names_them(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 from werkzeug import Request, Response
 
-from plugin.models import Practice
+from plugin.core.models import Practice
 from tests.conftest import DATA
 from webhooks import zoom
 

@@ -173,7 +173,8 @@ def meeting_path(uuid: str) -> str:
 def attendee_emails(fetch: Callable[[str, dict], dict], session_id: str) -> list[str]:
     """Return the distinct emails of those who attended the meeting, leaving out its own staff.
 
-    fetch(path, params) is the practice's authorised GET on Zoom's API (plugin.platform_api).
+    fetch(path, params) is the practice's authorised GET on Zoom's API
+    (plugin.install.platform_api).
     Zoom shows guests' emails only when they registered, were on the calendar invitation or
     signed in through the host's authentication, so an empty list is a normal answer.
     """

@@ -1,9 +1,8 @@
-"""Run Alembic migrations on the connection handed over by plugin.db."""
+"""Run Alembic migrations on the connection handed over by plugin.core.db."""
 
 from alembic import context
 
-from plugin import models  # noqa: F401  (registers the tables on Base.metadata)
-from plugin.db import Base
+from plugin.core.db import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -6,8 +6,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from plugin.core.logs import JsonFormatter
 from plugin.jobs import tick
-from plugin.logs import JsonFormatter
 from tests.conftest import load_json, session_ended
 
 SUBMISSION = load_json("fhir/submissions.json")["mixed"]

@@ -8,14 +8,14 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from plugin.channels import (
+from plugin.delivery.channels import (
     DeliveryError,
     Outgoing,
     TwilioRejectedError,
     TwilioUnavailableError,
     channels_from_config,
 )
-from plugin.messages import SMS_SEGMENT, is_gsm7
+from plugin.delivery.messages import SMS_SEGMENT, is_gsm7
 from tests.conftest import free_port
 from tests.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM
 

@@ -8,19 +8,19 @@ from pathlib import Path
 import requests
 from sqlalchemy import insert, select
 
-from plugin.channels import channels_from_config
-from plugin.dispatch import DispatchSettings, dispatch_due
-from plugin.ehr_clients import EhrClients
-from plugin.ehr_queue import WriteSettings, write_due
-from plugin.models import (
+from plugin.core.models import (
     EhrWrite,
     Invitation,
     Practice,
     SessionEvent,
     new_id,
 )
-from plugin.practices import add_practice
-from plugin.signing_keys import generate, load_signer
+from plugin.delivery.channels import channels_from_config
+from plugin.delivery.dispatch import DispatchSettings, dispatch_due
+from plugin.ehr.drain import WriteSettings, write_due
+from plugin.ehr.gateway import EhrClients
+from plugin.ehr.keys import generate, load_signer
+from plugin.install.practices import add_practice
 from tests import fhir_server
 from tests.backlog import INSTRUMENT, queue_writes
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from plugin.crypto import hash_token
+from plugin.core.crypto import hash_token
+from plugin.core.models import Invitation
 from plugin.jobs import tick
-from plugin.models import Invitation
-from plugin.optouts import opt_out
-from plugin.schedules import current_policy, set_policy
+from plugin.planning.optouts import opt_out
+from plugin.planning.schedules import current_policy, set_policy
 from tests.conftest import free_port, plan, run_dispatch, session_ended
 
 LINK = re.compile(r"http://localhost/q/([A-Za-z0-9_-]+)")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from plugin.ehr_queue import WriteSettings, write_due
-from plugin.ehr_writers import EhrTargetError, FhirError, NdjsonSink, sink_for
-from plugin.models import EhrWrite
+from plugin.core.models import EhrWrite
+from plugin.ehr.drain import WriteSettings, write_due
+from plugin.ehr.writers import EhrTargetError, FhirError, NdjsonSink, sink_for
 from tests.integration.test_survey import FULL, csrf, link  # noqa: F401  (fixture)
 
 

@@ -12,9 +12,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from plugin.core.models import EhrConnection, EhrWrite
+from plugin.ehr.keys import generate
 from plugin.jobs import tick
-from plugin.models import EhrConnection, EhrWrite
-from plugin.signing_keys import generate
 from tests import fhir_server
 from tests.integration.test_survey import FULL, csrf, link  # noqa: F401  (fixture)
 
@@ -133,8 +133,8 @@ def test_a_resend_after_a_crash_creates_nothing_new(app, connected, ehr, answere
 
 
 def _token(app, db) -> str:
-    from plugin.signing_keys import current_signer
-    from plugin.smart import fetch_token
+    from plugin.ehr.keys import current_signer
+    from plugin.ehr.smart import fetch_token
 
     connection = db.scalar(select(EhrConnection))
     signer = current_signer(db, app.extensions["vault"])
@@ -217,8 +217,8 @@ def test_expired_token_is_replaced_once_on_401(
 
 def answer_another(webhooks, db, client, session_id: str) -> EhrWrite:
     """Receive and answer one more session through the real page; return its write."""
-    from plugin.crypto import new_token
-    from plugin.models import Invitation
+    from plugin.core.crypto import new_token
+    from plugin.core.models import Invitation
     from tests.conftest import plan, session_ended
 
     # Another client: the schedule's minimum gap would skip a second one for the same.

@@ -57,7 +57,7 @@ def test_answers_on_the_spanish_page_reach_the_ehr_in_the_original_wording(
 ):
     from sqlalchemy import select
 
-    from plugin.models import EhrWrite
+    from plugin.core.models import EhrWrite
 
     invitation, token = invitations(practice, language="es")
     page = client.get(f"/q/{token}").get_data(as_text=True)

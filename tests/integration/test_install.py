@@ -8,8 +8,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 
 from plugin import create_app
-from plugin.crypto import Vault
-from plugin.models import InstallEvent, Practice
+from plugin.core.crypto import Vault
+from plugin.core.models import InstallEvent, Practice
 from tests.conftest import load_json, zoom_settings
 
 ACCOUNTS = load_json("install/accounts.json")

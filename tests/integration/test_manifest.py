@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 import pytest
 
-from plugin.platforms import ManifestError, load_manifest, platform_table, validate_manifest
+from plugin.install.platforms import ManifestError, load_manifest, platform_table, validate_manifest
 from webhooks import ADAPTERS
 from webhooks.errors import InvalidPayloadError
 from webhooks.events import Ignored
@@ -235,7 +235,7 @@ def test_the_retention_statement_covers_uninstall_and_unwritten_answers():
 
 
 def test_every_scope_has_a_reason_and_platform_urls_are_overridable(app):
-    from plugin.platforms import settings_for
+    from plugin.install.platforms import settings_for
 
     app.config["ZOOM_TOKEN_URL"] = "https://sandbox.zoom.example/oauth/token"
     settings = settings_for(app.config, "zoom")

@@ -4,7 +4,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from plugin.db import Base, downgrade, make_engine, upgrade
+from plugin.core.db import Base, downgrade, make_engine, upgrade
 
 
 def test_migrated_schema_matches_the_models(engine):

@@ -10,8 +10,8 @@ import time_machine
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from plugin.models import OptOut
-from plugin.optouts import is_opted_out, opt_in, opt_out, phone_digest, unsubscribe_link
+from plugin.core.models import OptOut
+from plugin.planning.optouts import is_opted_out, opt_in, opt_out, phone_digest, unsubscribe_link
 from tests.conftest import DATA
 from tests.twilio_api import AUTH_TOKEN
 

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from plugin.models import Invitation, SessionEvent
-from plugin.optouts import opt_out
-from plugin.policy import send_time
-from plugin.schedules import current_policy, set_policy
+from plugin.core.models import Invitation, SessionEvent
+from plugin.planning.optouts import opt_out
+from plugin.planning.policy import send_time
+from plugin.planning.schedules import current_policy, set_policy
 from tests.conftest import plan, session_ended
 
 NEW_YORK = ZoneInfo("America/New_York")

@@ -6,8 +6,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from plugin.models import InstallEvent, Practice
-from plugin.platform_api import (
+from plugin.core.models import InstallEvent, Practice
+from plugin.install.platform_api import (
     PlatformAuthError,
     PlatformClient,
     PlatformError,
@@ -186,7 +186,7 @@ def test_an_unreachable_token_endpoint_leaves_the_installation_active(app, db, p
 
 
 def test_a_practice_added_by_hand_has_no_platform_token(app, db, http):
-    from plugin.practices import add_practice
+    from plugin.install.practices import add_practice
 
     manual = add_practice(
         db,
@@ -208,7 +208,7 @@ def test_after_key_rotation_old_tokens_work_and_refreshed_ones_use_the_new_key(
 ):
     from cryptography.fernet import Fernet
 
-    from plugin.crypto import Vault
+    from plugin.core.crypto import Vault
 
     set_expiry(app, db, practice, time.time() + 30)
     new_key = Fernet.generate_key().decode()

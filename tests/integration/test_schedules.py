@@ -10,10 +10,10 @@ import time_machine
 from sqlalchemy import select, text
 
 from fhir_mappings.instrument import load_bundled
-from plugin.models import Invitation, SchedulePolicy, SessionEvent
-from plugin.policy import Policy
-from plugin.practices import add_practice
-from plugin.schedules import (
+from plugin.core.models import Invitation, SchedulePolicy, SessionEvent
+from plugin.install.practices import add_practice
+from plugin.planning.policy import Policy
+from plugin.planning.schedules import (
     DEFAULT_VERSION,
     current_policy,
     previous_due_at,

@@ -3,9 +3,9 @@
 import pytest
 from sqlalchemy import select
 
-from plugin.models import SigningKey
-from plugin.signing_keys import NoSigningKeyError, current_signer, generate
-from plugin.smart import ServerFacts, SmartError, TokenCache, fetch_token
+from plugin.core.models import SigningKey
+from plugin.ehr.keys import NoSigningKeyError, current_signer, generate
+from plugin.ehr.smart import ServerFacts, SmartError, TokenCache, fetch_token
 
 V2_SCOPE = "system/QuestionnaireResponse.c system/Observation.c"
 

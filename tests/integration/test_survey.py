@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from plugin.crypto import new_token
-from plugin.models import EhrWrite, Invitation
+from plugin.core.crypto import new_token
+from plugin.core.models import EhrWrite, Invitation
 from tests.backlog import FULL, INSTRUMENT
 from tests.conftest import plan, session_ended
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from plugin.crypto import new_token
+from plugin.core.crypto import new_token
+from plugin.core.models import EhrWrite, Invitation, Practice, SessionEvent
 from plugin.jobs import tick
-from plugin.models import EhrWrite, Invitation, Practice, SessionEvent
 from tests import fhir_server
 from tests.backlog import FULL
 from tests.conftest import load_json, session_ended

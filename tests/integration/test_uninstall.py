@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Table, func, select
 
-from plugin.crypto import hash_token
-from plugin.db import Base
-from plugin.installations import uninstall
-from plugin.models import (
+from plugin.core.crypto import hash_token
+from plugin.core.db import Base
+from plugin.core.models import (
     EhrConnection,
     EhrWrite,
     InstallEvent,
@@ -20,6 +19,7 @@ from plugin.models import (
     SchedulePolicy,
     SessionEvent,
 )
+from plugin.install.lifecycle import uninstall
 from tests.conftest import load_json, zoom_settings
 from tests.integration.test_install import ACCOUNTS, begin
 from webhooks.zoom import sign as zoom_sign

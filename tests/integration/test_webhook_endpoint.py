@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import sessionmaker
 
-from plugin.models import Invitation, SessionEvent
+from plugin.core.models import Invitation, SessionEvent
 from tests.conftest import WEBHOOK_SECRETS, Webhooks, session_ended
 
 

@@ -16,10 +16,10 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from plugin.core.models import EhrWrite, InstallEvent, Invitation, Practice, SessionEvent
+from plugin.ehr.keys import current_signer, generate
+from plugin.ehr.smart import fetch_token
 from plugin.jobs import tick
-from plugin.models import EhrWrite, InstallEvent, Invitation, Practice, SessionEvent
-from plugin.signing_keys import current_signer, generate
-from plugin.smart import fetch_token
 from tests import fhir_server
 from tests.conftest import DATA, load_json, session_ended
 from tests.zoom_api import ZOOM_SECRETS, ZoomWebhooks, add_zoom_practice, zoom_payload

@@ -11,9 +11,9 @@ from babel.messages.pofile import read_po
 
 from fhir_mappings import scoring
 from fhir_mappings.instrument import load_bundled
-from plugin.i18n import choose_language
-from plugin.messages import is_gsm7, to_gsm7
-from plugin.survey import VALIDATION_MESSAGES
+from plugin.core.i18n import choose_language
+from plugin.delivery.messages import is_gsm7, to_gsm7
+from plugin.survey.views import VALIDATION_MESSAGES
 
 ROOT = Path(__file__).parents[2]
 CATALOGUE = ROOT / "plugin" / "translations" / "es" / "LC_MESSAGES"

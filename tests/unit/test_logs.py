@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from plugin.logs import JsonFormatter
+from plugin.core.logs import JsonFormatter
 
 
 def record(message: str, **extra) -> logging.LogRecord:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from plugin.policy import (
+from plugin.planning.policy import (
     Decision,
     Policy,
     PolicyError,

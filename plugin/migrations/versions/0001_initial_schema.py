@@ -8,7 +8,7 @@ Create Date: 2026-11-22 02:07:57.500739
 import sqlalchemy as sa
 from alembic import op
 
-import plugin.db
+import plugin.core.db
 
 revision = '0001'
 down_revision = None
@@ -23,7 +23,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('timezone', sa.String(length=64), nullable=False),
     sa.Column('ehr_target', sa.String(length=500), nullable=False),
-    sa.Column('created_at', plugin.db.UTCDateTime(), nullable=False),
+    sa.Column('created_at', plugin.core.db.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('account_id')
     )
@@ -33,12 +33,12 @@ def upgrade() -> None:
     sa.Column('platform', sa.String(length=32), nullable=False),
     sa.Column('event_id', sa.String(length=256), nullable=False),
     sa.Column('session_id', sa.String(length=128), nullable=False),
-    sa.Column('started_at', plugin.db.UTCDateTime(), nullable=False),
-    sa.Column('ended_at', plugin.db.UTCDateTime(), nullable=False),
+    sa.Column('started_at', plugin.core.db.UTCDateTime(), nullable=False),
+    sa.Column('ended_at', plugin.core.db.UTCDateTime(), nullable=False),
     sa.Column('patient_ref', sa.String(length=200), nullable=False),
     sa.Column('practitioner_ref', sa.String(length=200), nullable=False),
     sa.Column('encounter_ref', sa.String(length=200), nullable=True),
-    sa.Column('received_at', plugin.db.UTCDateTime(), nullable=False),
+    sa.Column('received_at', plugin.core.db.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['practice_id'], ['practices.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('practice_id', 'platform', 'event_id'),
@@ -53,15 +53,15 @@ def upgrade() -> None:
     sa.Column('token_hash', sa.String(length=64), nullable=True),
     sa.Column('contact', sa.LargeBinary(), nullable=True),
     sa.Column('language', sa.String(length=35), nullable=False),
-    sa.Column('due_at', plugin.db.UTCDateTime(), nullable=False),
-    sa.Column('next_attempt_at', plugin.db.UTCDateTime(), nullable=False),
+    sa.Column('due_at', plugin.core.db.UTCDateTime(), nullable=False),
+    sa.Column('next_attempt_at', plugin.core.db.UTCDateTime(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.String(length=200), nullable=True),
     sa.Column('channel', sa.String(length=16), nullable=True),
-    sa.Column('sent_at', plugin.db.UTCDateTime(), nullable=True),
-    sa.Column('expires_at', plugin.db.UTCDateTime(), nullable=True),
-    sa.Column('answered_at', plugin.db.UTCDateTime(), nullable=True),
-    sa.Column('created_at', plugin.db.UTCDateTime(), nullable=False),
+    sa.Column('sent_at', plugin.core.db.UTCDateTime(), nullable=True),
+    sa.Column('expires_at', plugin.core.db.UTCDateTime(), nullable=True),
+    sa.Column('answered_at', plugin.core.db.UTCDateTime(), nullable=True),
+    sa.Column('created_at', plugin.core.db.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['practice_id'], ['practices.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['session_event_id'], ['session_events.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
@@ -78,10 +78,10 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('bundle', sa.LargeBinary(), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', plugin.db.UTCDateTime(), nullable=False),
+    sa.Column('next_attempt_at', plugin.core.db.UTCDateTime(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('created_at', plugin.db.UTCDateTime(), nullable=False),
-    sa.Column('done_at', plugin.db.UTCDateTime(), nullable=True),
+    sa.Column('created_at', plugin.core.db.UTCDateTime(), nullable=False),
+    sa.Column('done_at', plugin.core.db.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['invitation_id'], ['invitations.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['practice_id'], ['practices.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),

@@ -8,7 +8,7 @@ Create Date: 2026-11-22 02:42:26.624950
 import sqlalchemy as sa
 from alembic import op
 
-import plugin.db
+import plugin.core.db
 
 revision = '0002'
 down_revision = '0001'
@@ -22,8 +22,8 @@ def upgrade() -> None:
     sa.Column('alg', sa.String(length=8), nullable=False),
     sa.Column('private_key', sa.LargeBinary(), nullable=False),
     sa.Column('public_jwk', sa.JSON(), nullable=False),
-    sa.Column('created_at', plugin.db.UTCDateTime(), nullable=False),
-    sa.Column('retired_at', plugin.db.UTCDateTime(), nullable=True),
+    sa.Column('created_at', plugin.core.db.UTCDateTime(), nullable=False),
+    sa.Column('retired_at', plugin.core.db.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('kid')
     )
     op.create_table('ehr_connections',
@@ -34,7 +34,7 @@ def upgrade() -> None:
     sa.Column('token_endpoint', sa.String(length=500), nullable=False),
     sa.Column('facts', sa.JSON(), nullable=False),
     sa.Column('scope', sa.String(length=500), nullable=False),
-    sa.Column('checked_at', plugin.db.UTCDateTime(), nullable=False),
+    sa.Column('checked_at', plugin.core.db.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['practice_id'], ['practices.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('practice_id')
@@ -42,7 +42,7 @@ def upgrade() -> None:
     with op.batch_alter_table('ehr_writes', schema=None) as batch_op:
         batch_op.add_column(sa.Column('path', sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column('outcome', sa.LargeBinary(), nullable=True))
-        batch_op.add_column(sa.Column('retry_until', plugin.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('retry_until', plugin.core.db.UTCDateTime(), nullable=True))
 
 
 

@@ -8,7 +8,7 @@ Create Date: 2026-11-22 04:41:47.831041
 import sqlalchemy as sa
 from alembic import op
 
-import plugin.db
+import plugin.core.db
 
 revision = '0003'
 down_revision = '0002'
@@ -26,7 +26,7 @@ def upgrade() -> None:
     sa.Column('account_id', sa.String(length=128), nullable=False),
     sa.Column('action', sa.String(length=32), nullable=False),
     sa.Column('detail', sa.JSON(), nullable=False),
-    sa.Column('created_at', plugin.db.UTCDateTime(), nullable=False),
+    sa.Column('created_at', plugin.core.db.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     op.create_table('opt_outs',
@@ -34,8 +34,8 @@ def upgrade() -> None:
     sa.Column('practice_id', sa.String(length=36), nullable=False),
     sa.Column('patient_ref', sa.String(length=200), nullable=False),
     sa.Column('channel', sa.String(length=16), nullable=False),
-    sa.Column('created_at', plugin.db.UTCDateTime(), nullable=False),
-    sa.Column('revoked_at', plugin.db.UTCDateTime(), nullable=True),
+    sa.Column('created_at', plugin.core.db.UTCDateTime(), nullable=False),
+    sa.Column('revoked_at', plugin.core.db.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['practice_id'], ['practices.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -48,7 +48,7 @@ def upgrade() -> None:
     sa.Column('practitioner_ref', sa.String(length=200), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('settings', sa.JSON(), nullable=False),
-    sa.Column('created_at', plugin.db.UTCDateTime(), nullable=False),
+    sa.Column('created_at', plugin.core.db.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['practice_id'], ['practices.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('practice_id', 'practitioner_ref', 'version')
@@ -62,8 +62,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('timezone', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('channels', sa.JSON(), nullable=False, server_default='["email"]'))
         batch_op.add_column(sa.Column('channel_index', sa.Integer(), nullable=False, server_default='0'))
-        batch_op.add_column(sa.Column('reminder_due_at', plugin.db.UTCDateTime(), nullable=True))
-        batch_op.add_column(sa.Column('reminded_at', plugin.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('reminder_due_at', plugin.core.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('reminded_at', plugin.core.db.UTCDateTime(), nullable=True))
         batch_op.create_index('ix_invitations_client', ['practice_id', 'patient_ref', 'due_at'], unique=False)
         batch_op.create_index('ix_invitations_phone', ['phone_digest'], unique=False)
         batch_op.create_index('ix_invitations_reminder', ['status', 'reminder_due_at'], unique=False)
@@ -85,7 +85,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('status', sa.String(length=16), nullable=False, server_default='planned'))
         batch_op.add_column(sa.Column('reason', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('session_number', sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column('next_attempt_at', plugin.db.UTCDateTime(), nullable=False, server_default='1970-01-01 00:00:00.000000'))
+        batch_op.add_column(sa.Column('next_attempt_at', plugin.core.db.UTCDateTime(), nullable=False, server_default='1970-01-01 00:00:00.000000'))
         batch_op.add_column(sa.Column('attempts', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('last_error', sa.String(length=200), nullable=True))
         batch_op.alter_column('patient_ref',

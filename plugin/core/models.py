@@ -1,0 +1,259 @@
+"""The durable record of every step: practices, session events, invitations and EHR writes."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from plugin.core.db import Base, UTCDateTime
+
+
+def new_id() -> str:
+    """Return a random UUID string for a primary key."""
+    return str(uuid.uuid4())
+
+
+class Practice(Base):
+    """One installation: a practice's account on a platform, and where its EHR lives."""
+
+    __tablename__ = "practices"
+    __table_args__ = (UniqueConstraint("platform", "account_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # The adapter (webhooks.ADAPTERS key) whose webhooks and OAuth this account lives on.
+    platform: Mapped[str] = mapped_column(String(32), default="standard")
+    account_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    ehr_target: Mapped[str] = mapped_column(String(500))
+    # active, or needs_reauth once the platform refused our refresh token.
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    # Fernet ciphertext of the platform OAuth token (access, refresh, expires_at); None for
+    # practices added by hand.
+    platform_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    ehr_connection: Mapped["EhrConnection | None"] = relationship(lazy="joined")
+
+
+class SessionEvent(Base):
+    """A session-ended webhook we acknowledged; stored before the 2xx, once per session.
+
+    The webhook only records it (status pending). The planning job then resolves the client
+    where the platform did not name them (Zoom), numbers the session for that client and asks
+    the schedule policy whether it gets a questionnaire: planned, skipped or unmatched.
+    """
+
+    __tablename__ = "session_events"
+    __table_args__ = (
+        UniqueConstraint("practice_id", "platform", "event_id"),
+        UniqueConstraint("practice_id", "platform", "session_id"),
+        Index("ix_session_events_due", "status", "next_attempt_at"),
+        Index("ix_session_events_client", "practice_id", "patient_ref", "ended_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(256))
+    session_id: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # None until resolved when the platform does not name the client (Zoom).
+    patient_ref: Mapped[str | None] = mapped_column(String(200))
+    practitioner_ref: Mapped[str | None] = mapped_column(String(200))
+    encounter_ref: Mapped[str | None] = mapped_column(String(200))
+    # Fernet ciphertext of {"email", "phone"}; handed to the invitation, then purged.
+    contact: Mapped[bytes | None] = mapped_column(LargeBinary)
+    language: Mapped[str | None] = mapped_column(String(35))
+    # The client's IANA zone, for quiet hours; the practice's zone when the platform gave none.
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    # pending -> planned | skipped | unmatched; pending -> failed after the last attempt.
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # Why it was planned or not, in words safe to show an admin (no PHI), e.g. "min_gap".
+    reason: Mapped[str | None] = mapped_column(String(64))
+    # This client's how-manieth session at this practice, by ended_at (set when planned).
+    session_number: Mapped[int | None] = mapped_column()
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    practice: Mapped[Practice] = relationship(lazy="joined")
+
+
+class Invitation(Base):
+    """One questionnaire offered to one client for one session, from due to answered."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (
+        Index("ix_invitations_due", "status", "next_attempt_at"),
+        Index("ix_invitations_reminder", "status", "reminder_due_at"),
+        Index("ix_invitations_client", "practice_id", "patient_ref", "due_at"),
+        Index("ix_invitations_phone", "phone_digest"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    session_event_id: Mapped[str] = mapped_column(
+        ForeignKey("session_events.id", ondelete="CASCADE"), unique=True
+    )
+    # pending -> sent -> answered | expired; pending -> failed after the last channel gave up;
+    # pending | sent -> cancelled when the client opts out.
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    questionnaire: Mapped[str] = mapped_column(String(300))
+    # The client, so schedules and opt-outs can find their earlier invitations.
+    patient_ref: Mapped[str | None] = mapped_column(String(200))
+    # The schedule policy version that chose this session.
+    policy_id: Mapped[str | None] = mapped_column(String(36))
+    policy_version: Mapped[int | None] = mapped_column()
+    # Only the SHA-256 of the link token is searchable ...
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # ... and the token itself is kept sealed only so the reminder can repeat the same link;
+    # purged with the contact details.
+    token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Fernet ciphertext of the client's email/phone; purged once answered, expired or failed.
+    contact: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Keyed HMAC of the phone number, so an inbound SMS STOP finds the client without a
+    # readable number at rest.
+    phone_digest: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(35))
+    # The client's IANA zone: quiet hours for the reminder are computed in it.
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    # The channel order to try, e.g. ["email", "sms"], and the position reached.
+    channels: Mapped[list] = mapped_column(JSON, default=lambda: ["email"])
+    channel_index: Mapped[int] = mapped_column(default=0)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Attempts on the current channel; reset when falling back to the next one.
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the one reminder is due (None: no reminder), and when it went out.
+    reminder_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    session_event: Mapped[SessionEvent] = relationship(lazy="joined")
+    practice: Mapped[Practice] = relationship(lazy="joined")
+
+
+class EhrWrite(Base):
+    """A scored response waiting to reach the EHR; recorded before the client is thanked."""
+
+    __tablename__ = "ehr_writes"
+    __table_args__ = (Index("ix_ehr_writes_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    invitation_id: Mapped[str] = mapped_column(
+        ForeignKey("invitations.id", ondelete="CASCADE"), unique=True
+    )
+    # pending -> done | dead
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # How it reached the EHR: transaction, individual, observations-only or ndjson.
+    path: Mapped[str | None] = mapped_column(String(32))
+    # Fernet ciphertext of the OperationOutcome a dead-lettered write was refused with: its
+    # diagnostics may quote the resource, so it is sealed like the bundle.
+    outcome: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Fernet ciphertext of the transaction Bundle (it holds answers); purged once written.
+    bundle: Mapped[bytes | None] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set at the first failure: retries stop (dead letter) after this moment.
+    retry_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    practice: Mapped[Practice] = relationship(lazy="joined")
+
+
+class EhrConnection(Base):
+    """How to reach one practice's FHIR server, as checked by `alliance-check ehr connect`."""
+
+    __tablename__ = "ehr_connections"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(
+        ForeignKey("practices.id", ondelete="CASCADE"), unique=True
+    )
+    fhir_base: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(200))
+    token_endpoint: Mapped[str] = mapped_column(String(500))
+    # What discovery and the CapabilityStatement said, e.g. {"transaction": true, ...}.
+    facts: Mapped[dict] = mapped_column(JSON)
+    scope: Mapped[str] = mapped_column(String(500))
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SigningKey(Base):
+    """A key we sign client assertions with; published in our JWKS until retired."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(8))
+    # Fernet ciphertext of the PKCS#8 PEM private key.
+    private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    public_jwk: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SchedulePolicy(Base):
+    """One version of a practice's (or one practitioner's) questionnaire schedule.
+
+    Rows are never updated: `schedule set` adds the next version, and each invitation records
+    the version that chose it. practitioner_ref "" is the practice-wide policy.
+    """
+
+    __tablename__ = "schedule_policies"
+    __table_args__ = (UniqueConstraint("practice_id", "practitioner_ref", "version"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    practitioner_ref: Mapped[str] = mapped_column(String(200), default="")
+    version: Mapped[int] = mapped_column()
+    # The policy's fields as plugin.planning.policy.Policy.to_dict() writes them.
+    settings: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OptOut(Base):
+    """A client's wish to receive nothing more from a practice; revoked only by the client."""
+
+    __tablename__ = "opt_outs"
+    __table_args__ = (Index("ix_opt_outs_client", "practice_id", "patient_ref"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    patient_ref: Mapped[str] = mapped_column(String(200))
+    # How it was asked for: email (the unsubscribe link or List-Unsubscribe), sms (STOP), web.
+    channel: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when the client opts back in (SMS START); the row stays as the record.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class InstallEvent(Base):
+    """The audit trail of installs and uninstalls: ids and counts only, never PHI.
+
+    Not tied to the practice row by a foreign key, so it outlives an uninstall.
+    """
+
+    __tablename__ = "install_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(String(36))
+    platform: Mapped[str] = mapped_column(String(32))
+    account_id: Mapped[str] = mapped_column(String(128))
+    # installed, reinstalled, needs_reauth, uninstalled
+    action: Mapped[str] = mapped_column(String(32))
+    # e.g. {"invitations_purged": 3, "tokens_revoked": true}
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

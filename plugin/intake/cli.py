@@ -1,0 +1,100 @@
+"""The `sessions` command: list recorded sessions and what became of them, for the admin."""
+
+from datetime import UTC, datetime
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from plugin.core.db import database
+from plugin.core.models import Practice, SessionEvent
+
+STATUSES = ("pending", "planned", "skipped", "unmatched", "failed")
+
+sessions_cli = AppGroup("sessions", help="See recorded sessions and why they were (not) asked.")
+
+
+def _row(event: SessionEvent) -> str:
+    # Ids, times and reason codes only: contact details never reach a terminal or a log.
+    return "\t".join(
+        [
+            event.id,
+            event.platform,
+            event.practice.account_id,
+            f"{event.ended_at:%Y-%m-%d %H:%M:%S}Z",
+            event.status,
+            event.reason or "",
+        ]
+    )
+
+
+@sessions_cli.command("list")
+@click.argument("account_id", required=False)
+@click.option("--status", type=click.Choice(STATUSES), help="Only sessions in this state.")
+@click.option("--platform", help="Only this platform's practice, when an account id is shared.")
+@click.option("--limit", default=50, show_default=True)
+def list_command(
+    account_id: str | None, status: str | None, platform: str | None, limit: int
+) -> None:
+    """List sessions, newest first: id, platform, account, ended at (UTC), status, reason.
+
+    `--status unmatched` shows the Zoom sessions whose client could not be named (no attendee
+    email, no Patient with it, or several), so nobody was asked.
+    """
+    query = (
+        select(SessionEvent)
+        .join(Practice, SessionEvent.practice_id == Practice.id)
+        .order_by(SessionEvent.ended_at.desc())
+        .limit(limit)
+    )
+    if status:
+        query = query.where(SessionEvent.status == status)
+    if account_id:
+        query = query.where(Practice.account_id == account_id)
+    if platform:
+        query = query.where(Practice.platform == platform)
+    with database().sessions() as session:
+        events = session.scalars(query).unique().all()
+        if not events:
+            click.echo("no sessions match")
+        for event in events:
+            click.echo(_row(event))
+
+
+@sessions_cli.command("retry")
+@click.argument("session_ids", nargs=-1)
+@click.option("--all-unmatched", is_flag=True, help="Retry every unmatched session.")
+def retry_command(session_ids: tuple[str, ...], all_unmatched: bool) -> None:
+    """Plan unmatched or failed sessions again, e.g. once the client's Patient is in the EHR."""
+    with database().sessions() as session:
+        query = select(SessionEvent).where(SessionEvent.status.in_(("unmatched", "failed")))
+        if all_unmatched:
+            query = query.where(SessionEvent.status == "unmatched")
+        elif session_ids:
+            query = query.where(SessionEvent.id.in_(session_ids))
+        else:
+            raise click.ClickException("name session ids, or pass --all-unmatched")
+        events = session.scalars(query).unique().all()
+        missing = set(session_ids) - {event.id for event in events}
+        if missing:
+            raise click.ClickException(f"not unmatched or failed, or unknown: {sorted(missing)}")
+        # A session whose client was known kept their contact only until it failed; with it
+        # deleted there is no one to send to. Only a look-up (Zoom) can find them again.
+        known = sorted(event.id for event in events if event.patient_ref is not None)
+        if known:
+            raise click.ClickException(
+                f"cannot retry {known}: the client's contact details were deleted when planning "
+                "failed; nothing changed"
+            )
+        now = datetime.now(UTC)
+        for event in events:
+            event.status, event.reason, event.last_error = "pending", None, None
+            event.attempts, event.next_attempt_at = 0, now
+        session.commit()
+    click.echo(f"queued {len(events)} session(s) for planning again")
+
+
+def init_app(app: Flask) -> None:
+    """Add the `sessions` commands."""
+    app.cli.add_command(sessions_cli)

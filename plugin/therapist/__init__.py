@@ -1,0 +1,11 @@
+"""Therapist: the SMART EHR-launch view."""
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the launch view."""
+    from plugin.therapist import views
+
+    for part in (views,):
+        part.init_app(app)
