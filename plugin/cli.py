@@ -19,7 +19,7 @@ from plugin import create_app
 from plugin.core.config import INSTANCE_FILE, ROOT, instance_path
 from plugin.core.crypto import new_fernet_key
 from plugin.core.db import database, upgrade
-from plugin.core.models import Invitation, Practice, SessionEvent
+from plugin.core.models import Invitation, InvitationStatus, Practice, SessionEvent
 from plugin.install.practices import add_practice
 from plugin.planning.policy import Policy
 from plugin.planning.schedules import default_questionnaire, set_policy
@@ -166,7 +166,7 @@ def demo(timeout: int) -> None:
             invitation = session.scalar(
                 select(Invitation).join(SessionEvent).where(SessionEvent.session_id == session_id)
             )
-        if invitation is not None and invitation.status == "sent":
+        if invitation is not None and invitation.status == InvitationStatus.SENT:
             if config["SMTP_URL"]:
                 click.echo("the invitation was sent by email; open it in the mailbox")
                 return
@@ -174,7 +174,7 @@ def demo(timeout: int) -> None:
             if link:
                 click.echo(f"questionnaire link: {link}")
                 return
-        if invitation is not None and invitation.status == "failed":
+        if invitation is not None and invitation.status == InvitationStatus.FAILED:
             raise click.ClickException(f"delivery failed: {invitation.last_error}")
         time.sleep(0.5)
     raise click.ClickException("no invitation was sent in time; is the service running?")

@@ -2,11 +2,52 @@
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from plugin.core.db import Base, UTCDateTime
+
+
+class PracticeStatus(StrEnum):
+    """Whether a practice's platform grant still works."""
+
+    ACTIVE = "active"
+    NEEDS_REAUTH = "needs_reauth"  # the platform refused our refresh token
+
+
+class SessionStatus(StrEnum):
+    """Where a session stands in planning."""
+
+    PENDING = "pending"
+    PLANNED = "planned"
+    SKIPPED = "skipped"
+    UNMATCHED = "unmatched"  # no single client found; an admin can fix the record and retry
+    FAILED = "failed"
+
+
+class InvitationStatus(StrEnum):
+    """Where an invitation stands, from planned to finished."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    ANSWERED = "answered"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# Invitations a client may still receive or answer.
+OPEN_INVITATIONS = (InvitationStatus.PENDING, InvitationStatus.SENT)
+
+
+class WriteStatus(StrEnum):
+    """Where an EHR write stands: waiting (maybe retrying), written, or given up."""
+
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"
 
 
 def new_id() -> str:
@@ -28,7 +69,7 @@ class Practice(Base):
     timezone: Mapped[str] = mapped_column(String(64))
     ehr_target: Mapped[str] = mapped_column(String(500))
     # active, or needs_reauth once the platform refused our refresh token.
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default=PracticeStatus.ACTIVE)
     # Fernet ciphertext of the platform OAuth token (access, refresh, expires_at); None for
     # practices added by hand.
     platform_token: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -70,7 +111,7 @@ class SessionEvent(Base):
     # The client's IANA zone, for quiet hours; the practice's zone when the platform gave none.
     timezone: Mapped[str | None] = mapped_column(String(64))
     # pending -> planned | skipped | unmatched; pending -> failed after the last attempt.
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=SessionStatus.PENDING)
     # Why it was planned or not, in words safe to show an admin (no PHI), e.g. "min_gap".
     reason: Mapped[str | None] = mapped_column(String(64))
     # This client's how-manieth session at this practice, by ended_at (set when planned).
@@ -101,7 +142,7 @@ class Invitation(Base):
     )
     # pending -> sent -> answered | expired; pending -> failed after the last channel gave up;
     # pending | sent -> cancelled when the client opts out.
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=InvitationStatus.PENDING)
     questionnaire: Mapped[str] = mapped_column(String(300))
     # The client, so schedules and opt-outs can find their earlier invitations.
     patient_ref: Mapped[str | None] = mapped_column(String(200))
@@ -154,7 +195,7 @@ class EhrWrite(Base):
         ForeignKey("invitations.id", ondelete="CASCADE"), unique=True
     )
     # pending -> done | dead
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=WriteStatus.PENDING)
     # How it reached the EHR: transaction, individual, observations-only or ndjson.
     path: Mapped[str | None] = mapped_column(String(32))
     # Fernet ciphertext of the OperationOutcome a dead-lettered write was refused with: its

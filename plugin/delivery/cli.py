@@ -6,9 +6,9 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from plugin.core.db import database
-from plugin.core.models import Invitation, Practice
+from plugin.core.models import Invitation, InvitationStatus, Practice
 
-STATUSES = ("pending", "sent", "answered", "expired", "failed", "cancelled")
+STATUSES = [status.value for status in InvitationStatus]
 
 
 @click.group("invitations", cls=AppGroup)

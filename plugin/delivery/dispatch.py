@@ -8,7 +8,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from plugin.core.crypto import Vault, new_token
-from plugin.core.models import Invitation, SchedulePolicy
+from plugin.core.models import Invitation, InvitationStatus, SchedulePolicy
 from plugin.core.queue import drain, retry_at
 from plugin.delivery.channels import Channel, DeliveryError, Outgoing
 from plugin.planning.optouts import is_opted_out, unsubscribe_link
@@ -76,7 +76,7 @@ def _cancel_if_opted_out(session: Session, invitation: Invitation) -> bool:
     if invitation.patient_ref and is_opted_out(
         session, invitation.practice_id, invitation.patient_ref
     ):
-        invitation.status = "cancelled"
+        invitation.status = InvitationStatus.CANCELLED
         invitation.last_error = "opted out"
         _purge(invitation)
         return True
@@ -115,7 +115,7 @@ def _send(invitation: Invitation, channels: dict[str, Channel], vault: Vault, se
             invitation.channel_index += 1
             invitation.attempts = 0
             continue
-        invitation.status = "sent"
+        invitation.status = InvitationStatus.SENT
         invitation.channel = name
         invitation.token_hash = token_hash
         invitation.token = vault.seal(token)
@@ -127,7 +127,7 @@ def _send(invitation: Invitation, channels: dict[str, Channel], vault: Vault, se
         invitation.attempts = 0
         invitation.last_error = None
         return True
-    invitation.status = "failed"
+    invitation.status = InvitationStatus.FAILED
     invitation.last_error = ("; ".join(errors) or "no address for any channel in the schedule")[
         :200
     ]
@@ -214,7 +214,13 @@ def remind_due(
     """Send every reminder that is due to a client who has not answered; return how many."""
     remind = _each(_remind, "invitation.reminded", channels, vault, settings, now)
     return drain(
-        sessions, Invitation, now, settings.batch, remind, status="sent", due="reminder_due_at"
+        sessions,
+        Invitation,
+        now,
+        settings.batch,
+        remind,
+        status=InvitationStatus.SENT,
+        due="reminder_due_at",
     )
 
 
@@ -223,7 +229,7 @@ def expire_stale(sessions: sessionmaker, now: datetime) -> int:
     with sessions() as session, session.begin():
         result = session.execute(
             update(Invitation)
-            .where(Invitation.status == "sent", Invitation.expires_at <= now)
-            .values(status="expired", contact=None, token=None, reminder_due_at=None)
+            .where(Invitation.status == InvitationStatus.SENT, Invitation.expires_at <= now)
+            .values(status=InvitationStatus.EXPIRED, contact=None, token=None, reminder_due_at=None)
         )
     return result.rowcount

@@ -5,12 +5,17 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, select
 
-from plugin.core.models import EhrWrite, Invitation
+from plugin.core.models import EhrWrite, Invitation, InvitationStatus, WriteStatus
 
 log = logging.getLogger(__name__)
 
 # States nothing will move an invitation out of again.
-FINISHED = ("answered", "expired", "failed", "cancelled")
+FINISHED = (
+    InvitationStatus.ANSWERED,
+    InvitationStatus.EXPIRED,
+    InvitationStatus.FAILED,
+    InvitationStatus.CANCELLED,
+)
 
 
 def purge_finished(sessions, now: datetime, keep: timedelta) -> int:
@@ -23,7 +28,7 @@ def purge_finished(sessions, now: datetime, keep: timedelta) -> int:
     cutoff = now - keep
     waiting = exists(
         select(EhrWrite.id).where(
-            EhrWrite.invitation_id == Invitation.id, EhrWrite.status == "pending"
+            EhrWrite.invitation_id == Invitation.id, EhrWrite.status == WriteStatus.PENDING
         )
     )
     with sessions() as session, session.begin():

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from plugin.core.crypto import vault
 from plugin.core.db import database
-from plugin.core.models import EhrConnection, EhrWrite, Practice
+from plugin.core.models import EhrConnection, EhrWrite, Practice, WriteStatus
 from plugin.ehr.keys import NoSigningKeyError, current_signer
 from plugin.ehr.smart import SmartError, TokenCache, discover, fetch_token, patient_search_scope
 from plugin.install.practices import PracticeError, find_practice, platform_option
@@ -116,7 +116,7 @@ def _check_patient_search(session, facts, client_id: str) -> None:
 
 
 def _row(write: EhrWrite) -> str:
-    when = write.done_at if write.status == "done" else write.next_attempt_at
+    when = write.done_at if write.status == WriteStatus.DONE else write.next_attempt_at
     return "\t".join(
         [
             write.id,
@@ -131,7 +131,7 @@ def _row(write: EhrWrite) -> str:
 
 
 @writes_cli.command("list")
-@click.option("--status", type=click.Choice(["pending", "done", "dead"]))
+@click.option("--status", type=click.Choice([status.value for status in WriteStatus]))
 @click.option("--account", "account_id", help="Only this practice's writes.")
 @click.option("--limit", default=50, show_default=True)
 def list_command(status: str | None, account_id: str | None, limit: int) -> None:
@@ -180,7 +180,7 @@ def show_command(write_id: str) -> None:
 def retry_command(write_ids: tuple[str, ...], all_dead: bool) -> None:
     """Send dead-lettered writes again, with a fresh retry window."""
     with database().sessions() as session:
-        query = select(EhrWrite).where(EhrWrite.status == "dead")
+        query = select(EhrWrite).where(EhrWrite.status == WriteStatus.DEAD)
         if not all_dead:
             if not write_ids:
                 raise click.ClickException("name write ids, or pass --all-dead")
@@ -192,7 +192,7 @@ def retry_command(write_ids: tuple[str, ...], all_dead: bool) -> None:
                 f"not dead-lettered or unknown: {', '.join(sorted(missing))}"
             )
         for write in writes:
-            write.status, write.next_attempt_at = "pending", datetime.now(UTC)
+            write.status, write.next_attempt_at = WriteStatus.PENDING, datetime.now(UTC)
             write.retry_until = None
         session.commit()
     click.echo(f"queued {len(writes)} write(s) again")

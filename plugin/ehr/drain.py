@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import sessionmaker
 
 from plugin.core.crypto import Vault
-from plugin.core.models import EhrWrite, Practice
+from plugin.core.models import EhrWrite, Practice, WriteStatus
 from plugin.core.queue import drain, retry_at
 from plugin.ehr.writers import EhrWriter, FhirError
 
@@ -45,7 +45,7 @@ def _record_failure(
     if write.retry_until is None:
         write.retry_until = now + settings.give_up
     if not exc.retryable or now >= write.retry_until:
-        write.status = "dead"
+        write.status = WriteStatus.DEAD
         return
     next_attempt = retry_at(now, write.attempts, settings.retry, settings.max_delay)
     if exc.retry_after is not None:
@@ -68,7 +68,7 @@ def _write(write: EhrWrite, writer_for, vault: Vault, settings, now) -> bool:
             extra={"ehr_write_id": write.id, "reason": exc.reason, "status": write.status},
         )
         return False
-    write.status = "done"
+    write.status = WriteStatus.DONE
     write.path = path
     write.done_at = now
     # The EHR is now the record; keep no copy of the answers here.

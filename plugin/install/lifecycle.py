@@ -9,7 +9,16 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from plugin.core.models import EhrWrite, InstallEvent, Invitation, Practice, SessionEvent
+from plugin.core.models import (
+    OPEN_INVITATIONS,
+    EhrWrite,
+    InstallEvent,
+    Invitation,
+    Practice,
+    PracticeStatus,
+    SessionEvent,
+    WriteStatus,
+)
 from plugin.install.platform_api import keep, revoke
 from plugin.install.platforms import settings_for
 
@@ -64,7 +73,7 @@ def install(
             name=name,
             timezone=timezone,
             ehr_target=UNCONNECTED_EHR,
-            status="active",
+            status=PracticeStatus.ACTIVE,
             platform_token=sealed,
             created_at=now,
         )
@@ -87,7 +96,7 @@ def install(
     else:
         previous = practice.status
         practice.platform_token = sealed
-        practice.status = "active"
+        practice.status = PracticeStatus.ACTIVE
         _audit(session, practice, "reinstalled", now, previous_status=previous)
     session.commit()
     log.info("install.done", extra={"practice_id": practice.id, "platform": platform})
@@ -145,11 +154,13 @@ def uninstall(
     counts = {
         "session_events": _count(session, SessionEvent, practice_id),
         "invitations_purged": _count(
-            session, Invitation, practice_id, Invitation.status.in_(("pending", "sent"))
+            session, Invitation, practice_id, Invitation.status.in_(OPEN_INVITATIONS)
         ),
         "invitations": _count(session, Invitation, practice_id),
         # Answers not yet in the EHR (pending, or dead-lettered awaiting a retry).
-        "ehr_writes_dropped": _count(session, EhrWrite, practice_id, EhrWrite.status != "done"),
+        "ehr_writes_dropped": _count(
+            session, EhrWrite, practice_id, EhrWrite.status != WriteStatus.DONE
+        ),
     }
     _audit(session, practice, "uninstalled", now, tokens_revoked=tokens_revoked, **counts)
     # A Core delete, so the database's ON DELETE CASCADE removes the events, invitations (with

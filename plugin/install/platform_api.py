@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from plugin.core.crypto import Vault
-from plugin.core.models import InstallEvent, Practice
+from plugin.core.models import InstallEvent, Practice, PracticeStatus
 from plugin.install.platforms import PlatformSettings, settings_for
 from webhooks.events import is_iana_timezone
 
@@ -236,7 +236,7 @@ class PlatformClient:
     def _token(self) -> dict:
         if self.settings is None or not self.settings.installable:
             raise PlatformError(f"platform {self.practice.platform!r} is not configured")
-        if self.practice.status == "needs_reauth":
+        if self.practice.status == PracticeStatus.NEEDS_REAUTH:
             raise PlatformAuthError("the installation needs re-authorisation")
         if self.practice.platform_token is None:
             raise PlatformAuthError("the practice was not installed through the platform")
@@ -290,7 +290,7 @@ class PlatformClient:
 
     def _needs_reauth(self, reason: str) -> None:
         practice = self.practice
-        practice.status = "needs_reauth"
+        practice.status = PracticeStatus.NEEDS_REAUTH
         self.session.add(
             InstallEvent(
                 practice_id=practice.id,

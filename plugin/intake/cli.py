@@ -8,9 +8,9 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from plugin.core.db import database
-from plugin.core.models import Practice, SessionEvent
+from plugin.core.models import Practice, SessionEvent, SessionStatus
 
-STATUSES = ("pending", "planned", "skipped", "unmatched", "failed")
+STATUSES = [status.value for status in SessionStatus]
 
 sessions_cli = AppGroup("sessions", help="See recorded sessions and why they were (not) asked.")
 
@@ -68,9 +68,11 @@ def list_command(
 def retry_command(session_ids: tuple[str, ...], all_unmatched: bool) -> None:
     """Plan unmatched or failed sessions again, e.g. once the client's Patient is in the EHR."""
     with database().sessions() as session:
-        query = select(SessionEvent).where(SessionEvent.status.in_(("unmatched", "failed")))
+        query = select(SessionEvent).where(
+            SessionEvent.status.in_((SessionStatus.UNMATCHED, SessionStatus.FAILED))
+        )
         if all_unmatched:
-            query = query.where(SessionEvent.status == "unmatched")
+            query = query.where(SessionEvent.status == SessionStatus.UNMATCHED)
         elif session_ids:
             query = query.where(SessionEvent.id.in_(session_ids))
         else:
@@ -89,7 +91,7 @@ def retry_command(session_ids: tuple[str, ...], all_unmatched: bool) -> None:
             )
         now = datetime.now(UTC)
         for event in events:
-            event.status, event.reason, event.last_error = "pending", None, None
+            event.status, event.reason, event.last_error = SessionStatus.PENDING, None, None
             event.attempts, event.next_attempt_at = 0, now
         session.commit()
     click.echo(f"queued {len(events)} session(s) for planning again")

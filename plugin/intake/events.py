@@ -9,7 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from plugin.core.crypto import Vault
-from plugin.core.models import Practice, SessionEvent, new_id
+from plugin.core.models import Practice, SessionEvent, SessionStatus, new_id
 from webhooks.events import SessionEnded
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def record_session_ended(
             contact=contact,
             language=client.language if client else None,
             timezone=client.timezone if client else None,
-            status="pending",
+            status=SessionStatus.PENDING,
             next_attempt_at=now,
             attempts=0,
             received_at=now,

@@ -11,7 +11,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from plugin.core.models import Invitation, OptOut
+from plugin.core.models import OPEN_INVITATIONS, Invitation, InvitationStatus, OptOut
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,6 @@ UNSUBSCRIBE_MAX_AGE_SECONDS = 90 * 24 * 3600
 # How the client asked, as OptOut.channel records it.
 OPT_OUT_CHANNELS = ("email", "sms", "web")
 # An opt-out stops what has not been answered yet.
-OPEN_STATUSES = ("pending", "sent")
 
 
 class UnsubscribeLinkError(Exception):
@@ -114,9 +113,9 @@ def opt_out(
         .where(
             Invitation.practice_id == practice_id,
             Invitation.patient_ref == patient_ref,
-            Invitation.status.in_(OPEN_STATUSES),
+            Invitation.status.in_(OPEN_INVITATIONS),
         )
-        .values(status="cancelled", contact=None, token=None, token_hash=None)
+        .values(status=InvitationStatus.CANCELLED, contact=None, token=None, token_hash=None)
         .execution_options(synchronize_session=False)
     ).rowcount
     session.flush()

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from plugin.core.crypto import Vault
-from plugin.core.models import Invitation, Practice, SessionEvent
+from plugin.core.models import Invitation, Practice, SessionEvent, SessionStatus
 from plugin.core.queue import drain, retry_at
 from plugin.delivery.channels import choose_language
 from plugin.planning.optouts import is_opted_out, phone_digest
@@ -54,7 +54,7 @@ def _close(event: SessionEvent, status: str, reason: str) -> bool:
         "session.planned",
         extra={"session_event_id": event.id, "status": status, "reason": reason},
     )
-    return status == "planned"
+    return status == SessionStatus.PLANNED
 
 
 def _invite(session: Session, event: SessionEvent, vault: Vault, now: datetime) -> bool:
@@ -63,7 +63,7 @@ def _invite(session: Session, event: SessionEvent, vault: Vault, now: datetime) 
         session, event.practice_id, event.patient_ref, event.ended_at, event.session_id
     )
     if is_opted_out(session, event.practice_id, event.patient_ref):
-        return _close(event, "skipped", "opted_out")
+        return _close(event, SessionStatus.SKIPPED, "opted_out")
     policy, policy_id, version = current_policy(session, event.practice_id, event.practitioner_ref)
     timezone = event.timezone or event.practice.timezone
     # The gap is checked both ways: an invitation already planned for a later session (one
@@ -77,7 +77,7 @@ def _invite(session: Session, event: SessionEvent, vault: Vault, now: datetime) 
         previous_due_at=previous_due_at(session, event.practice_id, event.patient_ref, horizon),
     )
     if not decision.ask:
-        return _close(event, "skipped", decision.reason)
+        return _close(event, SessionStatus.SKIPPED, decision.reason)
     contact = vault.open(event.contact)
     session.add(
         Invitation(
@@ -97,7 +97,7 @@ def _invite(session: Session, event: SessionEvent, vault: Vault, now: datetime) 
             created_at=now,
         )
     )
-    return _close(event, "planned", decision.reason)
+    return _close(event, SessionStatus.PLANNED, decision.reason)
 
 
 def _plan(
@@ -110,7 +110,7 @@ def _plan(
         if event.patient_ref is None:
             found = resolver_for(event.practice, session)(event)
             if isinstance(found, Unmatched):
-                return _close(event, "unmatched", found.reason)
+                return _close(event, SessionStatus.UNMATCHED, found.reason)
             event.patient_ref = found.patient_ref
             event.contact = vault.seal({"email": found.email, "phone": found.phone})
         # A savepoint, so a failure half-way leaves no invitation behind the retry.
@@ -123,7 +123,7 @@ def _plan(
         event.attempts += 1
         event.last_error = reason
         if not retryable or event.attempts >= settings.max_attempts:
-            _close(event, "failed", reason[:64])
+            _close(event, SessionStatus.FAILED, reason[:64])
         else:
             event.next_attempt_at = retry_at(now, event.attempts, settings.retry)
         log.warning(

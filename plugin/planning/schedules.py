@@ -15,14 +15,14 @@ from sqlalchemy.orm import Session
 
 from fhir_mappings.instrument import load_bundled
 from plugin.core.db import database
-from plugin.core.models import Invitation, Practice, SchedulePolicy, SessionEvent
+from plugin.core.models import Invitation, InvitationStatus, Practice, SchedulePolicy, SessionEvent
 from plugin.install.practices import PracticeError, find_practice, platform_option
 from plugin.planning.policy import Policy, PolicyError, preview, zone
 
 # The built-in default: a practice with no stored policy records version 0 (policy_id None).
 DEFAULT_VERSION = 0
 # Invitations in these states never reached the client, so they do not count towards the gap.
-_NOT_SENT = ("failed", "cancelled")
+_NOT_SENT = (InvitationStatus.FAILED, InvitationStatus.CANCELLED)
 # Two admins saving at once collide on the unique version; the loser retries on top.
 _SET_ATTEMPTS = 3
 # The made-up client's sessions end just before the default quiet hours, so the push shows.

@@ -15,7 +15,7 @@ from plugin.core.crypto import hash_token, vault
 from plugin.core.db import get_session
 from plugin.core.errors import page, private_page_headers
 from plugin.core.i18n import N_, current_language, use_language
-from plugin.core.models import EhrWrite, Invitation
+from plugin.core.models import EhrWrite, Invitation, InvitationStatus
 from plugin.planning.optouts import unsubscribe_link
 from plugin.survey.instruments import instrument_for
 
@@ -58,21 +58,25 @@ def _translated(message: str) -> str:
 
 def _unavailable(invitation: Invitation | None, now: datetime) -> Response | None:
     """Return the page for a link that cannot be answered, or None if it can."""
-    if invitation is None or invitation.status not in ("sent", "answered", "expired"):
+    if invitation is None or invitation.status not in (
+        InvitationStatus.SENT,
+        InvitationStatus.ANSWERED,
+        InvitationStatus.EXPIRED,
+    ):
         return page(
             404,
             "gone.html",
             title=gettext("Link not found"),
             message=gettext("This link is not valid. Please check that you copied all of it."),
         )
-    if invitation.status == "answered":
+    if invitation.status == InvitationStatus.ANSWERED:
         return page(
             409,
             "gone.html",
             title=gettext("Already submitted"),
             message=gettext("Your answers for this session were already submitted. Thank you."),
         )
-    if invitation.status == "expired" or invitation.expires_at <= now:
+    if invitation.status == InvitationStatus.EXPIRED or invitation.expires_at <= now:
         return page(
             410,
             "gone.html",
@@ -139,9 +143,17 @@ def submit(token: str) -> Response:
     claimed = session.execute(
         update(Invitation)
         .where(
-            Invitation.id == invitation.id, Invitation.status == "sent", Invitation.expires_at > now
+            Invitation.id == invitation.id,
+            Invitation.status == InvitationStatus.SENT,
+            Invitation.expires_at > now,
         )
-        .values(status="answered", answered_at=now, contact=None, token=None, reminder_due_at=None)
+        .values(
+            status=InvitationStatus.ANSWERED,
+            answered_at=now,
+            contact=None,
+            token=None,
+            reminder_due_at=None,
+        )
     ).rowcount
     if not claimed:
         session.rollback()
