@@ -298,3 +298,38 @@ class InstallEvent(Base):
     # e.g. {"invitations_purged": 3, "tokens_revoked": true}
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """A bearer token for one practice's admin API; only its SHA-256 is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    # A label the admin chose ("reporting script"), never the token.
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Who made it: "admin:<platform user id>" or "cli".
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """Who changed what in a practice, and when: ids and setting names only, never PHI."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_practice", "practice_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    # "admin:<platform user id>", "api-token:<token id>" or "cli".
+    actor: Mapped[str] = mapped_column(String(200))
+    # e.g. schedule.set, override.removed, invitation.retried, api_token.created
+    action: Mapped[str] = mapped_column(String(64))
+    # e.g. {"version": 3, "fields": ["first_sessions"]}; ids and names only.
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
