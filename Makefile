@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -c "from tests.fhir_server import ensure_installed; ensure_installed()"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 ## bench: throughput and latency figures as ratios against same-run baselines

@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 
-from plugin.core.i18n import choose_language
 from plugin.delivery.messages import compose_email, compose_sms
 
 __all__ = [
@@ -30,7 +29,6 @@ __all__ = [
     "TwilioSms",
     "TwilioUnavailableError",
     "channels_from_config",
-    "choose_language",
 ]
 
 

@@ -11,7 +11,8 @@ from plugin.core.crypto import Vault, new_token
 from plugin.core.models import Invitation, InvitationStatus, SchedulePolicy
 from plugin.core.queue import drain, retry_at
 from plugin.delivery.channels import Channel, DeliveryError, Outgoing
-from plugin.planning.optouts import is_opted_out, unsubscribe_link
+from plugin.delivery.unsubscribe import unsubscribe_link
+from plugin.planning.optouts import is_opted_out
 from plugin.planning.policy import Policy, reminder_time
 
 log = logging.getLogger(__name__)

@@ -12,14 +12,13 @@ from plugin.core.db import get_session
 from plugin.core.errors import page, private_page_headers, problem
 from plugin.core.i18n import DEFAULT_LANGUAGE, choose_language, use_language
 from plugin.core.models import Invitation
+from plugin.delivery.unsubscribe import UnsubscribeLinkError, read_unsubscribe_token
 from plugin.planning.optouts import (
-    UnsubscribeLinkError,
     clients_by_phone,
     language_for_phone,
     opt_in,
     opt_out,
     phone_digest,
-    read_unsubscribe_token,
 )
 
 log = logging.getLogger(__name__)

@@ -11,33 +11,10 @@ from sqlalchemy.orm import Session
 
 from plugin.core.db import database
 from plugin.core.models import Practice
+from plugin.core.tenancy import PracticeError, platform_option
 from plugin.ehr.writers import EhrTargetError, sink_for
 from webhooks import ADAPTERS
 from webhooks.events import is_iana_timezone
-
-
-class PracticeError(ValueError):
-    """A practice cannot be added as asked."""
-
-
-# The `--platform` option of every command that names a practice by its account id: accounts
-# are unique per platform, not across platforms.
-platform_option = click.option(
-    "--platform", default="standard", show_default=True, help="The platform of ACCOUNT_ID."
-)
-
-
-def find_practice(session: Session, account_id: str, platform: str = "standard") -> Practice:
-    """Return the practice installed as account_id on platform, or raise PracticeError."""
-    practice = session.scalar(
-        select(Practice).where(Practice.platform == platform, Practice.account_id == account_id)
-    )
-    if practice is None:
-        raise PracticeError(
-            f"no practice with account {account_id!r} on platform {platform!r}; "
-            "see `alliance-check practice list`"
-        )
-    return practice
 
 
 def add_practice(

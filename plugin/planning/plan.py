@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from plugin.core.crypto import Vault
+from plugin.core.i18n import choose_language
 from plugin.core.models import Invitation, Practice, SessionEvent, SessionStatus
 from plugin.core.queue import drain, retry_at
-from plugin.delivery.channels import choose_language
 from plugin.planning.optouts import is_opted_out, phone_digest
 from plugin.planning.policy import decide, send_time
 from plugin.planning.resolution import Matched, ResolutionError, Unmatched

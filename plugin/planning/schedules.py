@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from fhir_mappings.instrument import load_bundled
 from plugin.core.db import database
 from plugin.core.models import Invitation, InvitationStatus, Practice, SchedulePolicy, SessionEvent
-from plugin.install.practices import PracticeError, find_practice, platform_option
+from plugin.core.tenancy import PracticeError, find_practice, platform_option
 from plugin.planning.policy import Policy, PolicyError, preview, zone
 
 # The built-in default: a practice with no stored policy records version 0 (policy_id None).

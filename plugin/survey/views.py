@@ -16,7 +16,7 @@ from plugin.core.db import get_session
 from plugin.core.errors import page, private_page_headers
 from plugin.core.i18n import N_, current_language, use_language
 from plugin.core.models import EhrWrite, Invitation, InvitationStatus
-from plugin.planning.optouts import unsubscribe_link
+from plugin.delivery.unsubscribe import unsubscribe_link
 from plugin.survey.instruments import instrument_for
 
 log = logging.getLogger(__name__)

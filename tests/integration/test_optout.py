@@ -11,7 +11,8 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from plugin.core.models import OptOut
-from plugin.planning.optouts import is_opted_out, opt_in, opt_out, phone_digest, unsubscribe_link
+from plugin.delivery.unsubscribe import unsubscribe_link
+from plugin.planning.optouts import is_opted_out, opt_in, opt_out, phone_digest
 from tests.conftest import DATA
 from tests.twilio_api import AUTH_TOKEN
 

@@ -10,6 +10,8 @@ from sqlalchemy import Table, func, select
 from plugin.core.crypto import hash_token
 from plugin.core.db import Base
 from plugin.core.models import (
+    ApiToken,
+    AuditEvent,
     EhrConnection,
     EhrWrite,
     InstallEvent,
@@ -107,6 +109,16 @@ def populate(db, vault, practice: Practice, client: dict) -> None:
             created_at=NOW,
         )
     )
+    db.add(
+        ApiToken(
+            practice_id=practice.id,
+            name="reporting",
+            token_hash=hash_token(f"{client['link_token']}-api"),
+            created_by="cli",
+            created_at=NOW,
+        )
+    )
+    db.add(AuditEvent(practice_id=practice.id, actor="cli", action="schedule.set", created_at=NOW))
     db.commit()
 
 
