@@ -20,7 +20,7 @@ run: $(STAMP)
 ## test: install the test FHIR server (npm), lint, then the whole suite
 ##       (on PostgreSQL too when ALLIANCE_TEST_DATABASE_URL is set)
 test: $(STAMP)
-	$(BIN)/python -c "from tests.fhir_server import ensure_installed; ensure_installed()"
+	$(BIN)/python -c "from tests.support.fhir_server import ensure_installed; ensure_installed()"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -30,10 +30,10 @@ test: $(STAMP)
 ##        (EHR_WRITES=n sets the drain backlog; the issue's figure is 5000)
 EHR_WRITES ?= 5000
 bench: $(STAMP)
-	$(BIN)/python -c "from tests.fhir_server import ensure_installed; ensure_installed()"
+	$(BIN)/python -c "from tests.support.fhir_server import ensure_installed; ensure_installed()"
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.ehr_drain --writes $(EHR_WRITES)
 	$(BIN)/python -m bench.delivery
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info tests/fhir_server/node_modules
+	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info tests/support/fhir_server/node_modules

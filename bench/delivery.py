@@ -65,7 +65,7 @@ from plugin.delivery.dispatch import DispatchSettings, dispatch_due
 from plugin.jobs import run_steps
 from plugin.planning.policy import Policy
 from plugin.planning.schedules import default_questionnaire, set_policy
-from tests.smtp import Recorder
+from tests.support.smtp import Recorder
 from webhooks.standard import sign
 
 # Webhooks sent (and delivered) before each measured run: the worker has imported

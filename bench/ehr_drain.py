@@ -3,7 +3,7 @@
     python -m bench.ehr_drain [--writes 5000]
 
 Both sides post the same transaction Bundles, one at a time, to the same strict FHIR
-server (tests/fhir_server) with a real SMART token (tests/oauth_server). The baseline is a
+server (tests/support/fhir_server) with a real SMART token (tests/oauth_server). The baseline is a
 bare `requests` loop; the product is `write_due` as the worker runs it: claim, lease,
 decrypt, post, record, commit, per row. Each runs in its own process so its peak RSS is
 its own; the baseline's process (bench.post_loop) imports nothing but requests.
@@ -31,9 +31,9 @@ from plugin.ehr.drain import WriteSettings, write_due
 from plugin.ehr.gateway import EhrClients
 from plugin.ehr.keys import generate, load_signer
 from plugin.ehr.smart import fetch_token
-from tests import fhir_server
-from tests.backlog import queue_writes
-from tests.oauth_server import start_oauth_server
+from tests.support import fhir_server
+from tests.support.backlog import queue_writes
+from tests.support.oauth_server import start_oauth_server
 
 
 def run_worker(instance: str) -> dict:

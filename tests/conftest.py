@@ -15,7 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from plugin import create_app
 from plugin.core.db import Base, make_engine, upgrade
 from plugin.install.practices import add_practice
-from tests.oauth_server import oauth_server  # noqa: F401  (fixture)
+from tests.support.oauth_server import oauth_server  # noqa: F401  (fixture)
 from webhooks.standard import sign
 
 DATA = Path(__file__).parent / "data"
@@ -214,7 +214,7 @@ def later():
 @pytest.fixture
 def smtp():
     """Yield the recorder of a real SMTP server, with ALLIANCE_SMTP_URL-style URL attached."""
-    from tests import smtp as smtp_server
+    from tests.support import smtp as smtp_server
 
     port = free_port()
     controller, recorder = smtp_server.start(port)
@@ -238,7 +238,7 @@ ZOOM_APP = {"ZOOM_CLIENT_ID": "alliance-check-zoom", "ZOOM_CLIENT_SECRET": "zoom
 @pytest.fixture(scope="session")
 def platform_server():
     """A running authorization server playing the platform, shared by the session."""
-    from tests.platform_server import start_platform_server
+    from tests.support.platform_server import start_platform_server
 
     server = start_platform_server()
     yield server
@@ -344,7 +344,7 @@ def invitations(app, db) -> InvitationFactory:
 @pytest.fixture
 def twilio(httpserver, app):
     """Return the stand-in for Twilio's Messages API, with the app configured to send to it."""
-    from tests.twilio_api import TwilioApi
+    from tests.support.twilio_api import TwilioApi
 
     api = TwilioApi(httpserver)
     app.config.update(api.settings())
@@ -354,6 +354,6 @@ def twilio(httpserver, app):
 @pytest.fixture
 def zoom_api(httpserver):
     """Return the stand-in for Zoom's REST API (tests/zoom_api.py) on pytest-httpserver."""
-    from tests.zoom_api import serve
+    from tests.support.zoom_api import serve
 
     return serve(httpserver)

@@ -17,7 +17,7 @@ from plugin.delivery.channels import (
 )
 from plugin.delivery.messages import SMS_SEGMENT, is_gsm7
 from tests.conftest import free_port
-from tests.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM
+from tests.support.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM
 
 EMAIL = "sam.rivera@example.org"
 PHONE = "+12025550143"

@@ -21,8 +21,8 @@ from plugin.ehr.drain import WriteSettings, write_due
 from plugin.ehr.gateway import EhrClients
 from plugin.ehr.keys import generate, load_signer
 from plugin.install.practices import add_practice
-from tests import fhir_server
-from tests.backlog import INSTRUMENT, queue_writes
+from tests.support import fhir_server
+from tests.support.backlog import INSTRUMENT, queue_writes
 
 BACKLOG = 1000
 

@@ -1,6 +1,6 @@
 """The test FHIR server is a real R4 server, and a strict one.
 
-It is Medplum's FhirRouter over its MemoryRepository (tests/fhir_server/server.mjs), started
+It is Medplum's FhirRouter over its MemoryRepository (tests/support/fhir_server/server.mjs), started
 once per module. These tests pin down what the rest of the suite relies on: transactions with
 conditional creates and urn:uuid rewriting, rejection of invalid resources with 400 and an
 OperationOutcome, CapabilityStatement variants, bearer tokens, and the outage controls.
@@ -24,7 +24,7 @@ from joserfc.jwk import ECKey, KeySet
 from fhir_mappings.bundle import ResponseContext, build_transaction
 from fhir_mappings.instrument import load_bundled
 from fhir_mappings.scoring import score, validate_answers
-from tests import fhir_server
+from tests.support import fhir_server
 
 DATA = Path(__file__).parents[1] / "data" / "fhir"
 SUBMISSIONS = json.loads((DATA / "submissions.json").read_text())

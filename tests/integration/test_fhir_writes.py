@@ -15,8 +15,8 @@ from sqlalchemy import select
 from plugin.core.models import EhrConnection, EhrWrite
 from plugin.ehr.keys import generate
 from plugin.jobs import tick
-from tests import fhir_server
 from tests.integration.test_survey import FULL, csrf, link  # noqa: F401  (fixture)
+from tests.support import fhir_server
 
 
 def server_flags(oauth, *extra: str, enforce_scopes: bool = True) -> tuple[str, ...]:

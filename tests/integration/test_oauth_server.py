@@ -20,8 +20,8 @@ from flask import Flask, jsonify
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 
-from tests.oauth_server import parse_scope, scope_covers, start_oauth_server
-from tests.wsgi_thread import ThreadedServer
+from tests.support.oauth_server import parse_scope, scope_covers, start_oauth_server
+from tests.support.wsgi_thread import ThreadedServer
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPES = "system/QuestionnaireResponse.c system/Observation.c"

@@ -14,7 +14,7 @@ from plugin.core.models import OptOut
 from plugin.delivery.unsubscribe import unsubscribe_link
 from plugin.planning.optouts import is_opted_out, opt_in, opt_out, phone_digest
 from tests.conftest import DATA
-from tests.twilio_api import AUTH_TOKEN
+from tests.support.twilio_api import AUTH_TOKEN
 
 PHONE = "+12025550143"
 INBOUND = json.loads((DATA / "twilio" / "inbound_sms.json").read_text())

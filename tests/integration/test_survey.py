@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from plugin.core.crypto import new_token
 from plugin.core.models import EhrWrite, Invitation
-from tests.backlog import FULL, INSTRUMENT
 from tests.conftest import plan, session_ended
+from tests.support.backlog import FULL, INSTRUMENT
 
 
 @pytest.fixture

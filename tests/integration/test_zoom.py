@@ -20,9 +20,9 @@ from plugin.core.models import EhrWrite, InstallEvent, Invitation, Practice, Ses
 from plugin.ehr.keys import current_signer, generate
 from plugin.ehr.smart import fetch_token
 from plugin.jobs import tick
-from tests import fhir_server
 from tests.conftest import DATA, load_json, session_ended
-from tests.zoom_api import ZOOM_SECRETS, ZoomWebhooks, add_zoom_practice, zoom_payload
+from tests.support import fhir_server
+from tests.support.zoom_api import ZOOM_SECRETS, ZoomWebhooks, add_zoom_practice, zoom_payload
 from webhooks.zoom import sign
 
 ACCOUNT = "zoom-acct-A"

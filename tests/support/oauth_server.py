@@ -57,7 +57,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 
-from tests.wsgi_thread import ThreadedServer
+from tests.support.wsgi_thread import ThreadedServer
 
 #: The only assertion algorithms SMART Backend Services allows.
 ASSERTION_ALGORITHMS = ("RS384", "ES384")

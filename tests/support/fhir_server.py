@@ -1,6 +1,6 @@
 """A real FHIR R4 server (Medplum's FhirRouter, strict validation) on 127.0.0.1 for the tests.
 
-The server lives in tests/fhir_server/ (server.mjs, see its README.md). Use:
+The server lives in tests/support/fhir_server/ (server.mjs, see its README.md). Use:
 
     with fhir_server.running("--no-qr-create") as ehr:
         requests.get(f"{ehr.base_url}/metadata")

@@ -13,7 +13,7 @@ from pathlib import Path
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-DATA = Path(__file__).parent / "data" / "twilio"
+DATA = Path(__file__).parents[1] / "data" / "twilio"
 ACCOUNT_SID = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 AUTH_TOKEN = "twilio-test-auth-token"
 FROM = "+15005550006"

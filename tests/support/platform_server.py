@@ -45,7 +45,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask, jsonify, request
 
-from tests.wsgi_thread import ThreadedServer
+from tests.support.wsgi_thread import ThreadedServer
 
 AUTH_METHOD = "client_secret_basic"
 
