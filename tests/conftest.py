@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import sessionmaker
 
 from plugin import create_app
+from plugin.core.crypto import new_token
 from plugin.core.db import Base, make_engine, upgrade
+from plugin.core.models import Invitation, InvitationStatus
 from plugin.install.practices import add_practice
 from tests.support.oauth_server import oauth_server  # noqa: F401  (fixture)
 from webhooks.standard import sign
@@ -357,3 +359,17 @@ def zoom_api(httpserver):
     from tests.support.zoom_api import serve
 
     return serve(httpserver)
+
+
+@pytest.fixture
+def link(app, webhooks, practice, db):
+    """Return (path, invitation) for an invitation that was sent a minute ago."""
+    webhooks.post(session_ended("s-1", email="sam.rivera@example.org", language="en"))
+    plan(app)
+    invitation = db.scalar(select(Invitation))
+    token, token_hash = new_token()
+    now = datetime.now(UTC)
+    invitation.token_hash, invitation.status = token_hash, InvitationStatus.SENT
+    invitation.sent_at, invitation.expires_at = now, now + timedelta(hours=72)
+    db.commit()
+    return f"/q/{token}", invitation

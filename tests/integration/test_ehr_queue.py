@@ -10,7 +10,8 @@ from sqlalchemy import select
 from plugin.core.models import EhrWrite
 from plugin.ehr.drain import WriteSettings, write_due
 from plugin.ehr.writers import EhrTargetError, FhirError, NdjsonSink, sink_for
-from tests.integration.test_survey import FULL, csrf, link  # noqa: F401  (fixture)
+from tests.support.backlog import FULL
+from tests.support.survey import csrf
 
 
 def drain(app, writer=None, now=None) -> int:
@@ -26,7 +27,7 @@ def drain(app, writer=None, now=None) -> int:
 
 
 @pytest.fixture
-def queued(client, link, db):  # noqa: F811
+def queued(client, link, db):
     """Answer the questionnaire and return the queued EhrWrite."""
     path, _ = link
     client.post(path, data={"csrf_token": csrf(client, path), **FULL})

@@ -15,8 +15,9 @@ from sqlalchemy import select
 from plugin.core.models import EhrConnection, EhrWrite
 from plugin.ehr.keys import generate
 from plugin.jobs import tick
-from tests.integration.test_survey import FULL, csrf, link  # noqa: F401  (fixture)
 from tests.support import fhir_server
+from tests.support.backlog import FULL
+from tests.support.survey import csrf
 
 
 def server_flags(oauth, *extra: str, enforce_scopes: bool = True) -> tuple[str, ...]:
@@ -56,7 +57,7 @@ def connected(app, client, db, runner, practice, oauth_server):
 
 
 @pytest.fixture
-def answered(client, link, db):  # noqa: F811
+def answered(client, link, db):
     """Answer the questionnaire; return the queued write."""
     path, _ = link
     assert client.post(path, data={"csrf_token": csrf(client, path), **FULL}).status_code == 200

@@ -3,31 +3,20 @@
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 
 from plugin import create_app
 from plugin.core.crypto import Vault
 from plugin.core.models import InstallEvent, Practice
-from tests.conftest import load_json, zoom_settings
-
-ACCOUNTS = load_json("install/accounts.json")
+from tests.conftest import zoom_settings
+from tests.support.install import ACCOUNTS, begin
 
 
 @pytest.fixture
 def config(config, zoom_platform):
     """Make Zoom installable against the test platform server."""
     return {**config, **zoom_settings(zoom_platform)}
-
-
-def begin(client, platform: str = "zoom") -> str:
-    """Start an install and follow the platform's consent; return the callback URL it gives."""
-    started = client.get(f"/install/{platform}")
-    assert started.status_code == 302
-    consent = requests.get(started.headers["Location"], allow_redirects=False, timeout=10)
-    assert consent.status_code == 302
-    return consent.headers["Location"]
 
 
 def practices(db) -> list[Practice]:

@@ -14,7 +14,7 @@ from plugin.install.platform_api import (
     PlatformUnavailable,
 )
 from tests.conftest import free_port, zoom_settings
-from tests.integration.test_install import begin
+from tests.support.install import begin
 
 
 @pytest.fixture

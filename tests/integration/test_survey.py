@@ -6,35 +6,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from plugin.core.crypto import new_token
-from plugin.core.models import EhrWrite, Invitation
-from tests.conftest import plan, session_ended
+from plugin.core.models import EhrWrite
 from tests.support.backlog import FULL, INSTRUMENT
-
-
-@pytest.fixture
-def link(app, webhooks, practice, db):
-    """Return (path, invitation) for an invitation that was sent a minute ago."""
-    webhooks.post(session_ended("s-1", email="sam.rivera@example.org", language="en"))
-    plan(app)
-    invitation = db.scalar(select(Invitation))
-    token, token_hash = new_token()
-    now = datetime.now(UTC)
-    invitation.token_hash, invitation.status = token_hash, "sent"
-    invitation.sent_at, invitation.expires_at = now, now + timedelta(hours=72)
-    db.commit()
-    return f"/q/{token}", invitation
-
-
-def csrf(client, path) -> str:
-    """Open the page like a browser and return its CSRF token."""
-    page = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
-def submit(client, path, answers) -> object:
-    """Post answers with a valid CSRF token."""
-    return client.post(path, data={"csrf_token": csrf(client, path), **answers})
+from tests.support.survey import csrf, submit
 
 
 def test_page_renders_every_question_accessibly(client, link):

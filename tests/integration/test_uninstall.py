@@ -23,7 +23,7 @@ from plugin.core.models import (
 )
 from plugin.install.lifecycle import uninstall
 from tests.conftest import load_json, zoom_settings
-from tests.integration.test_install import ACCOUNTS, begin
+from tests.support.install import ACCOUNTS, begin
 from webhooks.zoom import sign as zoom_sign
 
 CLIENTS = load_json("install/clients.json")

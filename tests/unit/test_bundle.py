@@ -5,34 +5,15 @@ import json
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from fhir_mappings.bundle import ResponseContext, build_transaction
+from fhir_mappings.bundle import build_transaction
 from fhir_mappings.errors import BundleError
 from fhir_mappings.instrument import instrument_from_questionnaire, load_bundled
 from fhir_mappings.scoring import Answer, score, validate_answers
-
-DATA = Path(__file__).parents[1] / "data" / "fhir"
-SUBMISSIONS = json.loads((DATA / "submissions.json").read_text())
-CONTEXT = json.loads((DATA / "response-context.json").read_text())
-ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
-
-
-def _context(**changes) -> ResponseContext:
-    values = {**CONTEXT, **changes}
-    for key in ("authored", "session_ended_at"):
-        if isinstance(values[key], str):
-            values[key] = datetime.fromisoformat(values[key])
-    return ResponseContext(**values)
-
-
-def _build(instrument, form, ctx):
-    answers, errors = validate_answers(instrument, form)
-    assert errors == {}
-    return build_transaction(instrument, answers, score(instrument, answers), ctx)
+from tests.support.bundles import CONTEXT, DATA, ORDINAL, SUBMISSIONS, build, context, resources
 
 
 @pytest.fixture
@@ -42,11 +23,7 @@ def instrument():
 
 @pytest.fixture
 def bundle(instrument):
-    return _build(instrument, SUBMISSIONS["mixed"]["form"], _context())
-
-
-def _resources(bundle, kind):
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
+    return build(instrument, SUBMISSIONS["mixed"]["form"], context())
 
 
 def test_bundle_round_trips_through_the_r4b_model(bundle):
@@ -56,8 +33,8 @@ def test_bundle_round_trips_through_the_r4b_model(bundle):
 
 
 def test_one_response_and_one_observation_per_score(bundle):
-    assert len(_resources(bundle, "QuestionnaireResponse")) == 1
-    observations = _resources(bundle, "Observation")
+    assert len(resources(bundle, "QuestionnaireResponse")) == 1
+    observations = resources(bundle, "Observation")
     assert [
         (o["code"]["coding"][0]["code"], o["valueQuantity"]["value"]) for o in observations
     ] == [
@@ -85,20 +62,20 @@ def test_every_entry_is_a_conditional_create_on_its_identifier(bundle):
 
 
 def test_a_retry_builds_the_identical_bundle(instrument, bundle):
-    again = _build(instrument, SUBMISSIONS["mixed"]["form"], _context())
+    again = build(instrument, SUBMISSIONS["mixed"]["form"], context())
     assert json.dumps(again, sort_keys=True) == json.dumps(bundle, sort_keys=True)
     for entry in bundle["entry"]:
         assert uuid.UUID(entry["fullUrl"].removeprefix("urn:uuid:")).version == 5
 
 
 def test_another_response_gets_other_full_urls(instrument, bundle):
-    other = _build(instrument, SUBMISSIONS["mixed"]["form"], _context(response_id="r-2"))
+    other = build(instrument, SUBMISSIONS["mixed"]["form"], context(response_id="r-2"))
     assert not {e["fullUrl"] for e in other["entry"]} & {e["fullUrl"] for e in bundle["entry"]}
 
 
 def test_observations_derive_from_the_response_and_date_to_session_end(bundle):
     qr_url = bundle["entry"][0]["fullUrl"]
-    for obs in _resources(bundle, "Observation"):
+    for obs in resources(bundle, "Observation"):
         assert obs["derivedFrom"] == [{"reference": qr_url}]
         assert obs["effectiveDateTime"] == "2025-03-04T18:05:00Z"  # 13:05-05:00 in UTC
         assert obs["issued"] == "2025-03-04T18:20:00Z"
@@ -114,7 +91,7 @@ def test_observations_derive_from_the_response_and_date_to_session_end(bundle):
 
 
 def test_response_records_who_answered_which_questionnaire(bundle, instrument):
-    (qr,) = _resources(bundle, "QuestionnaireResponse")
+    (qr,) = resources(bundle, "QuestionnaireResponse")
     assert qr["questionnaire"] == instrument.canonical
     assert qr["status"] == "completed"
     assert qr["subject"] == qr["author"] == {"reference": "Patient/c1"}
@@ -127,7 +104,7 @@ def test_response_records_who_answered_which_questionnaire(bundle, instrument):
 
 
 def test_response_answers_are_codings_with_their_ordinal(bundle, instrument):
-    (qr,) = _resources(bundle, "QuestionnaireResponse")
+    (qr,) = resources(bundle, "QuestionnaireResponse")
     items = {i["linkId"]: i for i in qr["item"]}
     goal = items["goal-1"]
     assert goal["text"] == instrument.items[0].text
@@ -145,13 +122,13 @@ def test_response_answers_are_codings_with_their_ordinal(bundle, instrument):
 
 
 def test_no_encounter_is_written_when_unknown(instrument):
-    bundle = _build(instrument, SUBMISSIONS["mixed"]["form"], _context(encounter=None))
+    bundle = build(instrument, SUBMISSIONS["mixed"]["form"], context(encounter=None))
     assert all("encounter" not in e["resource"] for e in bundle["entry"])
 
 
 def test_skipped_free_text_is_left_out_of_the_response(instrument):
-    bundle = _build(instrument, SUBMISSIONS["all-lowest"]["form"], _context())
-    (qr,) = _resources(bundle, "QuestionnaireResponse")
+    bundle = build(instrument, SUBMISSIONS["all-lowest"]["form"], context())
+    (qr,) = resources(bundle, "QuestionnaireResponse")
     assert [i["linkId"] for i in qr["item"]] == [i.link_id for i in instrument.choice_items]
 
 
@@ -160,13 +137,13 @@ def test_imported_instrument_keeps_its_groups_and_total_code():
         json.loads((DATA / "licensed-questionnaire.json").read_text())
     )
     form = {i.link_id: i.options[2].code for i in licensed.choice_items}
-    bundle = _build(licensed, form, _context())
-    (qr,) = _resources(bundle, "QuestionnaireResponse")
+    bundle = build(licensed, form, context())
+    (qr,) = resources(bundle, "QuestionnaireResponse")
     assert [(g["linkId"], [i["linkId"] for i in g["item"]]) for g in qr["item"]] == [
         ("part-goals-tasks", ["q1", "q2", "q3", "q4"]),
         ("part-bond", ["q5", "q6"]),
     ]
-    total = _resources(bundle, "Observation")[0]
+    total = resources(bundle, "Observation")[0]
     assert total["code"]["coding"][0]["code"] == "made-up-total"
     assert total["valueQuantity"]["value"] == 18
     Bundle.model_validate(bundle)
@@ -194,7 +171,7 @@ BAD_CONTEXTS = [
 )
 def test_bad_context_is_refused_before_anything_is_sent(instrument, changes, message):
     with pytest.raises(BundleError, match=message):
-        _build(instrument, SUBMISSIONS["mixed"]["form"], _context(**changes))
+        build(instrument, SUBMISSIONS["mixed"]["form"], context(**changes))
 
 
 def test_answers_the_instrument_does_not_have_are_refused(instrument):
@@ -202,7 +179,7 @@ def test_answers_the_instrument_does_not_have_are_refused(instrument):
     scores = score(instrument, answers)
     answers["extra"] = Answer("extra", None, "stray")
     with pytest.raises(BundleError, match="extra"):
-        build_transaction(instrument, answers, scores, _context())
+        build_transaction(instrument, answers, scores, context())
 
 
 def test_scores_with_clashing_keys_are_refused(instrument):
@@ -215,4 +192,4 @@ def test_scores_with_clashing_keys_are_refused(instrument):
         subscale_codes={"total": scores.total_code},
     )
     with pytest.raises(BundleError, match="fullUrl"):
-        build_transaction(instrument, answers, clash, _context())
+        build_transaction(instrument, answers, clash, context())

@@ -7,31 +7,31 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir_mappings.fallback import observations_only
 from fhir_mappings.instrument import load_bundled
 from fhir_mappings.references import rewrite
-from tests.unit.test_bundle import SUBMISSIONS, _build, _context, _resources
+from tests.support.bundles import SUBMISSIONS, build, context, resources
 
 INSTRUMENT = load_bundled()
 
 
 def _full():
-    return _build(INSTRUMENT, SUBMISSIONS["mixed"]["form"], _context())
+    return build(INSTRUMENT, SUBMISSIONS["mixed"]["form"], context())
 
 
 def test_drops_the_response_keeps_every_score_and_adds_a_summary():
     full = _full()
     fallback = observations_only(full)
     Bundle.model_validate(fallback)
-    assert _resources(fallback, "QuestionnaireResponse") == []
-    scores = _resources(fallback, "Observation")
-    assert len(scores) == len(_resources(full, "Observation"))
+    assert resources(fallback, "QuestionnaireResponse") == []
+    scores = resources(fallback, "Observation")
+    assert len(scores) == len(resources(full, "Observation"))
     assert all("derivedFrom" not in o for o in scores)
-    [summary] = _resources(fallback, "DocumentReference")
+    [summary] = resources(fallback, "DocumentReference")
     assert summary["status"] == "current"
-    assert summary["subject"] == _resources(full, "QuestionnaireResponse")[0]["subject"]
+    assert summary["subject"] == resources(full, "QuestionnaireResponse")[0]["subject"]
 
 
 def test_summary_reads_as_the_answers_and_scores():
     fallback = observations_only(_full())
-    [summary] = _resources(fallback, "DocumentReference")
+    [summary] = resources(fallback, "DocumentReference")
     text = base64.b64decode(summary["content"][0]["attachment"]["data"]).decode()
     assert "Could we start a little later?" in text
     for item in INSTRUMENT.choice_items:
@@ -41,7 +41,7 @@ def test_summary_reads_as_the_answers_and_scores():
 
 def test_summary_is_a_conditional_create_under_the_response_identifier():
     full = _full()
-    qr_identifier = _resources(full, "QuestionnaireResponse")[0]["identifier"]
+    qr_identifier = resources(full, "QuestionnaireResponse")[0]["identifier"]
     fallback = observations_only(full)
     [entry] = [e for e in fallback["entry"] if e["resource"]["resourceType"] == "DocumentReference"]
     assert entry["request"]["ifNoneExist"] == (
