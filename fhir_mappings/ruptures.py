@@ -69,6 +69,13 @@ class RuleParams:
     early_fraction: float = 1 / 3
     bond_code: str = "bond"
 
+    def __post_init__(self) -> None:
+        # Settings come from code or config, not from clients, so a mistake is a bug: fail loud.
+        if not (self.z > 0 and 1 <= self.baseline_min <= self.baseline_window):
+            raise ValueError("need z > 0 and 1 <= baseline_min <= baseline_window")
+        if not 0 < self.early_fraction < 1:
+            raise ValueError("early_fraction must be between 0 and 1")
+
 
 @dataclass
 class _Episode:
@@ -129,10 +136,12 @@ def validate(trajectory_id: str, sessions: Sequence[Session], ranges: ScaleRange
     if not sessions:
         raise TrajectoryError(trajectory_id, "sessions", "sessions", "must not be empty")
     previous: int | None = None
-    for s in sessions:
-        where = f"session {s.n}"
+    for index, s in enumerate(sessions):
         if isinstance(s.n, bool) or not isinstance(s.n, int) or s.n < 1:
-            raise TrajectoryError(trajectory_id, where, "n", "must be a whole number of 1 or more")
+            raise TrajectoryError(
+                trajectory_id, f"sessions[{index}]", "n", "must be a whole number of 1 or more"
+            )
+        where = f"session {s.n}"
         if previous is not None and s.n == previous:
             raise TrajectoryError(trajectory_id, where, "n", "appears twice")
         if previous is not None and s.n < previous:
@@ -230,9 +239,10 @@ def _repair(s: Session, episode: _Episode, scales: Mapping[str, Scale], z: float
 def _early_concern(s: Session, ranges: ScaleRanges, params: RuleParams) -> str | None:
     total = ranges.total
     cutoff = total.low + total.span * params.early_fraction
-    if s.total <= cutoff:
+    # A third of a range can land one float step short of a whole score; that score is in.
+    if s.total <= cutoff + 1e-9:
         return (
-            f"total {_num(s.total)} is in the bottom third of {_num(total.low)}-"
+            f"total {_num(s.total)} is in the {_share(params.early_fraction)} of {_num(total.low)}-"
             f"{_num(total.high)} ({_num(cutoff)} or less), before a baseline exists"
         )
     bond = ranges.subscales.get(params.bond_code)
@@ -251,6 +261,10 @@ def _with_context(reason: str, s: Session) -> str:
     if s.comment:
         reason += "; the client left a comment"
     return reason
+
+
+def _share(fraction: float) -> str:
+    return "bottom third" if math.isclose(fraction, 1 / 3) else f"bottom {fraction:.0%}"
 
 
 def _num(x: float) -> str:
