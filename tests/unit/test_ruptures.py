@@ -259,6 +259,9 @@ def test_detect_checks_sessions_built_in_python_too(bundled):
         "trajectory 'c9', session 1: 'bond' is missing",
         "bond",
     )
+    with pytest.raises(TrajectoryError) as exc:
+        detect("c9", [Session(0, 20, {"goal": 7, "task": 6, "bond": 7}, 0, False)], bundled)
+    assert str(exc.value) == "trajectory 'c9', sessions[0]: 'n' must be a whole number of 1 or more"
 
 
 def test_every_trajectory_gets_a_result_in_order(bundled):
