@@ -14,7 +14,8 @@ def is_iana_timezone(name: str) -> bool:
         return False
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a name longer than the file system allows is looked up as a file all the same.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return False
     return True
 

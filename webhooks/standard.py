@@ -85,8 +85,13 @@ def sign(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> dict[str
     }
 
 
-def parse(body: bytes, event_id: str) -> SessionEnded | Uninstalled | Ignored:
-    """Turn a verified body into a SessionEnded or Uninstalled, or Ignored for other types."""
+def parse(
+    body: bytes, event_id: str, now: datetime | None = None
+) -> SessionEnded | Uninstalled | Ignored:
+    """Turn a verified body into a SessionEnded or Uninstalled, or Ignored for other types.
+
+    `now` (default: the clock) bounds when a session may have ended.
+    """
     document = validation.load_object(body)
     event_type = document.get("type")
     if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
@@ -99,7 +104,7 @@ def parse(body: bytes, event_id: str) -> SessionEnded | Uninstalled | Ignored:
     if event_type != SESSION_ENDED:
         return Ignored(event_id=event_id, platform=PLATFORM, event_type=event_type)
     validation.validate(document, SCHEMA)
-    return _session_ended(document["data"], event_id)
+    return _session_ended(document["data"], event_id, now or datetime.now(UTC))
 
 
 def _read_headers(headers: Mapping[str, str]) -> tuple[str, str, str]:
@@ -136,7 +141,8 @@ def _check_signatures(header: str) -> str:
         if version == "v1":
             try:
                 base64.b64decode(value, validate=True)
-            except binascii.Error as exc:
+            # Not only binascii.Error: a non-ASCII character raises a plain ValueError.
+            except ValueError as exc:
                 raise InvalidSignatureError("malformed_header") from exc
             usable = True
     if not usable:
@@ -154,14 +160,11 @@ def _reason(message: str) -> str:
     return "missing_headers" if "Missing" in message else "bad_signature"
 
 
-def _session_ended(data: dict[str, Any], event_id: str) -> SessionEnded:
+def _session_ended(data: dict[str, Any], event_id: str, now: datetime) -> SessionEnded:
     """Build the event from schema-valid data, enforcing what the schema cannot."""
     started_at = validation.parse_datetime(data["started_at"])
     ended_at = validation.parse_datetime(data["ended_at"])
-    if ended_at < started_at:
-        raise InvalidPayloadError(
-            "data.ended_at", "data.ended_at must not be before data.started_at"
-        )
+    validation.check_session_times(started_at, ended_at, now, ("data.started_at", "data.ended_at"))
     client = data["client"]
     encounter = data.get("encounter")
     return SessionEnded(

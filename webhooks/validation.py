@@ -4,7 +4,7 @@ import functools
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -17,6 +17,11 @@ from webhooks.events import is_iana_timezone
 
 # An unexpected key is named back to the sender only when it cannot be free text (PHI).
 _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+# A session cannot end in the future; this much covers clocks that disagree.
+CLOCK_SKEW = timedelta(hours=1)
+# Longer than any therapy session: a start earlier than this is a bad clock or a forgery.
+MAX_SESSION_LENGTH = timedelta(hours=24)
 
 _FORMAT_TEXT = {
     "date-time": "must be an RFC 3339 date-time with an offset, e.g. 2026-01-05T14:00:00Z",
@@ -33,12 +38,66 @@ def load_object(body: bytes) -> dict[str, Any]:
         raise InvalidPayloadError("body", "body is not valid UTF-8 JSON") from exc
     if not isinstance(document, dict):
         raise InvalidPayloadError("body", "body must be a JSON object")
+    _require_encodable(document, [])
     return document
+
+
+def _require_encodable(value: Any, path: list[str]) -> None:
+    """Refuse strings that are not Unicode text (lone surrogates): no database can store them."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _encodable(key):
+                raise InvalidPayloadError(_join(path), f"{_join(path)} has a key that is not text")
+            _require_encodable(item, [*path, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _require_encodable(item, [*path, str(index)])
+    elif isinstance(value, str) and not _encodable(value):
+        field = _join(path)
+        raise InvalidPayloadError(field, f"{field} must be valid Unicode text")
+
+
+def _encodable(text: str) -> bool:
+    """Return whether text encodes as UTF-8 (JSON's \\ud800 escapes decode to lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_datetime(value: str) -> datetime:
     """Convert a schema-checked RFC 3339 string to an aware UTC datetime."""
-    return datetime.fromisoformat(value).astimezone(UTC)
+    instant = _instant(value)
+    if instant is None:
+        # The schema's format check already refused it; reaching here is a schema bug.
+        raise ValueError("not an RFC 3339 date-time with an offset")
+    return instant
+
+
+def _instant(value: str) -> datetime | None:
+    """Return value as an aware UTC datetime, or None if it is not one that UTC can hold."""
+    try:
+        moment = datetime.fromisoformat(value)
+        # 0001-01-01T00:00:00+01:00 parses, but lies before the first instant UTC can hold.
+        return moment.astimezone(UTC) if moment.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def check_session_times(
+    started_at: datetime, ended_at: datetime, now: datetime, fields: tuple[str, str]
+) -> None:
+    """Refuse a session that ends in the future, before it starts, or lasts beyond a day."""
+    start_field, end_field = fields
+    if ended_at > now + CLOCK_SKEW:
+        raise InvalidPayloadError(end_field, f"{end_field} must not be in the future")
+    if ended_at < started_at:
+        raise InvalidPayloadError(end_field, f"{end_field} must not be before {start_field}")
+    if ended_at - started_at > MAX_SESSION_LENGTH:
+        raise InvalidPayloadError(
+            start_field, f"{start_field} must be at most 24 hours before {end_field}"
+        )
 
 
 def validate(instance: dict[str, Any], schema_name: str) -> None:
@@ -72,12 +131,7 @@ def _fullmatch_pattern(
 
 def _is_datetime(instance: object) -> bool:
     """Accept only real calendar instants that carry an offset."""
-    if not isinstance(instance, str):
-        return True
-    try:
-        return datetime.fromisoformat(instance).tzinfo is not None
-    except ValueError:
-        return False
+    return not isinstance(instance, str) or _instant(instance) is not None
 
 
 def _is_timezone(instance: object) -> bool:

@@ -15,7 +15,7 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -115,8 +115,13 @@ def answer_challenge(secret: str, event: UrlValidation) -> dict[str, str]:
     return {"plainToken": token, "encryptedToken": _hmac_hex(_key(secret), token.encode())}
 
 
-def parse(body: bytes, event_id: str) -> SessionEnded | UrlValidation | Uninstalled | Ignored:
-    """Turn a verified body into the event it announces, or Ignored for other event types."""
+def parse(
+    body: bytes, event_id: str, now: datetime | None = None
+) -> SessionEnded | UrlValidation | Uninstalled | Ignored:
+    """Turn a verified body into the event it announces, or Ignored for other event types.
+
+    `now` (default: the clock) bounds when a meeting may have ended.
+    """
     document = validation.load_object(body)
     event_type = document.get("event")
     if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
@@ -132,18 +137,17 @@ def parse(body: bytes, event_id: str) -> SessionEnded | UrlValidation | Uninstal
         )
     if event_type == APP_DEAUTHORIZED:
         return Uninstalled(event_id=event_id, platform=PLATFORM, account_id=payload["account_id"])
-    return _meeting_ended(payload, event_id)
+    return _meeting_ended(payload, event_id, now or datetime.now(UTC))
 
 
-def _meeting_ended(payload: dict[str, Any], event_id: str) -> SessionEnded:
+def _meeting_ended(payload: dict[str, Any], event_id: str, now: datetime) -> SessionEnded:
     """Build the event from schema-valid data; Zoom names neither client nor practitioner."""
     meeting = payload["object"]
     started_at = validation.parse_datetime(meeting["start_time"])
     ended_at = validation.parse_datetime(meeting["end_time"])
-    if ended_at < started_at:
-        raise InvalidPayloadError(
-            "payload.object.end_time", "payload.object.end_time must not be before start_time"
-        )
+    validation.check_session_times(
+        started_at, ended_at, now, ("payload.object.start_time", "payload.object.end_time")
+    )
     return SessionEnded(
         event_id=event_id,
         platform=PLATFORM,

@@ -10,6 +10,7 @@ import logging
 from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from plugin.core.crypto import vault
 from plugin.core.db import get_session
@@ -37,8 +38,8 @@ def receive(platform: str) -> Response:
     if adapter is None or verifier is None:
         return problem(404, "Unknown platform")
 
-    # MAX_CONTENT_LENGTH (webhooks.MAX_BODY_BYTES) turns a larger body into 413 unread.
-    body = request.get_data(cache=False)
+    now = datetime.now(UTC)
+    body = _read_body()
 
     # Every delivery is verified first, challenges included: Zoom signs those too, and an
     # unverified challenge would let anyone make us compute HMACs of their choosing.
@@ -49,7 +50,7 @@ def receive(platform: str) -> Response:
         return problem(401, "Invalid signature", "The webhook signature could not be verified.")
 
     try:
-        event = adapter.parse(body, event_id)
+        event = adapter.parse(body, event_id, now=now)
     except InvalidPayloadError as exc:
         log.warning("webhook.invalid", extra={"platform": platform, "field": exc.field})
         return problem(400, "Invalid webhook payload", exc.detail, field=exc.field)
@@ -65,13 +66,25 @@ def receive(platform: str) -> Response:
 
     if isinstance(event, Uninstalled):
         # Unknown accounts are acknowledged too: the platform cannot do better by retrying.
-        uninstall(
-            get_session(), platform=platform, account_id=event.account_id, now=datetime.now(UTC)
-        )
+        uninstall(get_session(), platform=platform, account_id=event.account_id, now=now)
         return Response(status=204)
 
-    record_session_ended(get_session(), event, vault=vault(), now=datetime.now(UTC))
+    record_session_ended(get_session(), event, vault=vault(), now=now)
     return Response(status=204)
+
+
+def _read_body() -> bytes:
+    """Return the raw body, or raise 413 for one larger than MAX_CONTENT_LENGTH.
+
+    A declared Content-Length over the limit is refused unread. A chunked body has no length:
+    Werkzeug stops reading at the limit without saying so, so one more byte tells whether the
+    sender had more (which would otherwise reach the verifier cut short and get a 401).
+    """
+    body = request.get_data(cache=False)
+    at_limit = len(body) >= current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and at_limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return body
 
 
 def init_app(app: Flask) -> None:
