@@ -84,3 +84,13 @@ def test_the_web_app_never_starts_a_scheduler(config, monkeypatch):
     app = create_app(config)
     assert "scheduler" not in app.extensions
     assert not [t for t in threading.enumerate() if "APScheduler" in t.name]
+
+
+@pytest.mark.parametrize(
+    "base_url, expected",
+    [("https://alliance.example", "max-age=31536000"), ("http://localhost", None)],
+)
+def test_hsts_is_sent_only_when_served_over_https(config, base_url, expected):
+    app = create_app({**config, "PUBLIC_BASE_URL": base_url})
+    response = app.test_client().get("/healthz")
+    assert response.headers.get("Strict-Transport-Security") == expected

@@ -51,7 +51,7 @@ def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(url.removeprefix("sqlite:///")))
     # hide_parameters: a database error must never carry row values into a log line.
     engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
@@ -71,6 +71,16 @@ def make_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file readable by its owner only; SQLite gives its WAL the same mode.
+
+    The file holds sealed contacts and the answers waiting for the EHR: no other local user
+    should even read the ciphertext. An existing file keeps the mode its operator chose.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
 
 
 class Database:
