@@ -1,9 +1,10 @@
 """Decide, session by session, whether a client's alliance scores show a rupture or a repair.
 
 The rule compares each session with this client's own running mean and calls a drop a
-rupture only when it is beyond reliable change (Jacobson & Truax 1991) for the instrument's
-measurement error. docs/ruptures.md gives the reasons and sources. It is a screening aid that
-points the therapist at a session worth talking about, never a diagnosis.
+rupture only when it is beyond the instrument's measurement error for one score against a
+mean of k, SEM * sqrt(1 + 1/k); repairs use reliable change (Jacobson & Truax 1991).
+docs/ruptures.md gives the reasons and sources. It is a screening aid that points the
+therapist at a session worth talking about, never a diagnosis.
 """
 
 import math
