@@ -18,7 +18,7 @@ from decimal import Decimal
 from fhir_mappings.instrument import load_bundled
 from fhir_mappings.model import Instrument, Item, Option
 from fhir_mappings.ruptures import RuleParams, Session, SignalKind, detect
-from fhir_mappings.scale_ranges import TOTAL, ScaleRanges
+from fhir_mappings.scale_ranges import TOTAL, Scale, ScaleRanges
 
 BANDS = ((1.0, 1.5), (1.5, 2.0), (2.0, 2.5))
 # Drop sizes are multiples of reliable change at Jacobson & Truax's z, whatever z the rule uses,
@@ -211,8 +211,9 @@ def seven_point(instrument: Instrument) -> Instrument:
 
 def render(sim: SimParams, rule: RuleParams, ranges: ScaleRanges, s: Summary, label: str) -> str:
     """Format one run as the markdown tables docs/ruptures.md quotes."""
-    rc = ranges.total.reliable_change(rule.z)
+    rc = ranges.total.reliable_change(REFERENCE_Z)
     sub = next(iter(ranges.subscales.values()))
+    window = rule.baseline_window
     rows = [
         f"### {label}",
         "",
@@ -233,10 +234,21 @@ def render(sim: SimParams, rule: RuleParams, ranges: ScaleRanges, s: Summary, la
         "",
         f"Scale: total {ranges.total.low:g}-{ranges.total.high:g}, SEM {ranges.total.sem:.2f}, "
         f"reliable change {rc:.2f}; each subscale {sub.low:g}-{sub.high:g}, SEM {sub.sem:.2f}, "
-        f"reliable change {sub.reliable_change(rule.z):.2f}. Dropping clients whose drop in "
+        f"reliable change {sub.reliable_change(REFERENCE_Z):.2f} (at z = {REFERENCE_Z}, the "
+        f"drop sizes above). The rule flags a drop below the mean of k sessions past z * SEM * "
+        f"sqrt(1 + 1/k) at z = {rule.z:g}: total {_thresholds(ranges.total, rule, window)}, "
+        f"subscale {_thresholds(sub, rule, window)}. Dropping clients whose drop in "
         f"true score fell below reliable change after clipping at the floor: {s.excluded}.",
     ]
     return "\n".join(rows)
+
+
+def _thresholds(scale: Scale, rule: RuleParams, window: int) -> str:
+    low, high = (
+        scale.drop_threshold(rule.z, window),
+        scale.drop_threshold(rule.z, rule.baseline_min),
+    )
+    return f"{low:.2f}-{high:.2f}"
 
 
 def parameters(sim: SimParams, rule: RuleParams) -> str:
@@ -249,13 +261,13 @@ def parameters(sim: SimParams, rule: RuleParams) -> str:
 
 
 def sweep(instrument: Instrument, sim: SimParams, rule: RuleParams) -> str:
-    """Show the trade-off: sensitivity and false flags for several z values."""
+    """Show the trade-off: sensitivity and false flags for several z values of the drop test."""
     ranges = ScaleRanges.from_instrument(instrument)
     rows = [
         "| z | sensitivity | 1.0-1.5 x | 1.5-2.0 x | 2.0-2.5 x | false flags | repair |",
         "|---|---|---|---|---|---|---|",
     ]
-    for z in (1.645, 1.96, 2.05, 2.33):
+    for z in (2.2, 2.4, 2.5, 2.6, 2.7):
         s = summarise(simulate(instrument, sim, replace(rule, z=z), ranges), sim.sessions)
         bands = " | ".join(f"{r:.3f}" for r, _ in s.by_band)
         rows.append(

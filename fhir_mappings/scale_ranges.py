@@ -39,6 +39,16 @@ class Scale:
         # Jacobson & Truax (1991): S_diff = sqrt(2) * SEM, a change is reliable past z * S_diff.
         return z * math.sqrt(2) * self.sem
 
+    def drop_threshold(self, z: float, k: int) -> float:
+        """Return how far one score must fall below the mean of k earlier scores to exceed error.
+
+        The new score and the mean each carry measurement error, SEM and SEM / sqrt(k), so their
+        difference has a standard error of SEM * sqrt(1 + 1/k); sqrt(2) is the case k = 1.
+        """
+        if k < 1:
+            raise ValueError("a baseline needs at least one score")
+        return z * self.sem * math.sqrt(1 + 1 / k)
+
 
 @dataclass(frozen=True)
 class ScaleRanges:

@@ -69,10 +69,14 @@ def test_rupture_reason_gives_the_numbers_behind_the_decision(bundled):
     signals = check_document(document("drop then recovery: the V pattern"), bundled)
     rupture = signals["results"][0]["signals"][0]["reason"]
     assert rupture.startswith(
-        "total 12 is 7.5 below this client's running mean 19.5; reliable change needs 4.9"
+        "total 12 is 7.5 below this client's running mean 19.5 of 4 sessions; "
+        "beyond measurement error needs 5.2"
     )
-    assert "bond 4 is 3 below this client's running mean 7; reliable change needs 2.8" in rupture
-    # Goals fell 2.75 against 2.8 needed: named subscales are only those beyond reliable change.
+    assert (
+        "bond 3 is 4 below this client's running mean 7 of 4 sessions; "
+        "beyond measurement error needs 3" in rupture
+    )
+    # Goals fell 2.5 against 3.02 needed: named subscales are only those beyond the threshold.
     assert "goal" not in rupture
     assert rupture.endswith("; 1 item at the lowest option; the client left a comment")
 
@@ -81,7 +85,7 @@ def test_repair_reason_names_the_rupture_it_closes(bundled):
     signals = check_document(document("partial return is not yet a repair"), bundled)
     repair = signals["results"][0]["signals"][1]["reason"]
     assert repair == (
-        "total 20 is back within 4.9 of the pre-rupture mean 20, up 5 from its low 15 "
+        "total 20 is back within 4.9 of the pre-rupture mean 20, up 6 from its low 14 "
         "(rupture at session 5)"
     )
 
@@ -89,7 +93,8 @@ def test_repair_reason_names_the_rupture_it_closes(bundled):
 def test_a_subscale_rupture_does_not_blame_the_total(bundled):
     signals = check_document(document("bond drop while goals and tasks hold the total up"), bundled)
     assert signals["results"][0]["signals"][0]["reason"] == (
-        "bond 3 is 4 below this client's running mean 7; reliable change needs 2.8"
+        "bond 3 is 4 below this client's running mean 7 of 4 sessions; "
+        "beyond measurement error needs 3"
     )
 
 
@@ -103,9 +108,10 @@ def test_early_concern_reasons_say_which_test_fired(bundled):
 
 
 def test_rupture_sessions_stay_out_of_the_next_baseline(bundled):
-    # Repaired at 6, then a second drop: measured against 20, not a mean dragged down by 12.
-    split = {20: (7, 6, 7), 12: (4, 4, 4), 15: (5, 5, 5)}
-    rows = [(1, 20), (2, 20), (3, 20), (4, 20), (5, 12), (6, 20), (7, 20), (8, 15)]
+    # Repaired at 6, then a second drop: 14 is 6 below the mean 20 of sessions 1-4, 6 and 7
+    # (5.05 needed with k = 6); with the 12 in, the mean would be 18.9 and the drop too small.
+    split = {20: (7, 6, 7), 12: (4, 4, 4), 14: (5, 4, 5)}
+    rows = [(1, 20), (2, 20), (3, 20), (4, 20), (5, 12), (6, 20), (7, 20), (8, 14)]
     sessions = [
         Session(n, t, dict(zip(("goal", "task", "bond"), split[t], strict=True)), 0, False)
         for n, t in rows
@@ -118,9 +124,29 @@ def test_a_stricter_z_needs_a_bigger_drop(bundled):
     sessions = check_document(document("partial return is not yet a repair"), bundled)
     assert decisions(sessions)[0] == [5, "rupture"]
     strict = check_document(
-        document("partial return is not yet a repair"), bundled, RuleParams(z=2.33)
+        document("partial return is not yet a repair"), bundled, RuleParams(z=3.5)
     )
     assert decisions(strict) == []
+
+
+def test_a_drop_is_judged_against_the_error_of_one_score_minus_a_mean_of_k(bundled):
+    total = bundled.total
+    # One score against the mean of k: SE = SEM * sqrt(1 + 1/k); k = 1 is Jacobson & Truax's.
+    assert math.isclose(total.drop_threshold(2.65, 4), 2.65 * total.sem * math.sqrt(1.25))
+    assert math.isclose(total.drop_threshold(1.96, 1), total.reliable_change(1.96))
+    assert total.drop_threshold(2.65, 8) < total.drop_threshold(2.65, 3)
+    with pytest.raises(ValueError):
+        total.drop_threshold(2.65, 0)
+    # 5.3 below a mean of 3 sessions is not beyond error (5.40 needed); after 8 it is (4.96).
+    split = {20: (7, 6, 7), 14.7: (5, 4.7, 5)}
+    early = [(n, 20) for n in range(1, 4)] + [(4, 14.7)]
+    late = [(n, 20) for n in range(1, 9)] + [(9, 14.7)]
+    for rows, expected in ((early, []), (late, [9])):
+        sessions = [
+            Session(n, t, dict(zip(("goal", "task", "bond"), split[t], strict=True)), 0, False)
+            for n, t in rows
+        ]
+        assert [s.n for s in detect("c1", sessions, bundled)] == expected
 
 
 def test_ranges_come_from_the_questionnaire(bundled, seven_point):
