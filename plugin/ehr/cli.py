@@ -12,8 +12,9 @@ from plugin.core.crypto import vault
 from plugin.core.db import database
 from plugin.core.models import EhrConnection, EhrWrite, Practice, WriteStatus
 from plugin.core.tenancy import PracticeError, find_practice, platform_option
-from plugin.ehr.keys import NoSigningKeyError, current_signer
-from plugin.ehr.smart import SmartError, TokenCache, discover, fetch_token, patient_search_scope
+from plugin.ehr.errors import NoSigningKeyError, SmartError
+from plugin.ehr.keys import current_signer
+from plugin.ehr.smart import TokenCache, discover, fetch_token, patient_search_scope
 from webhooks import ADAPTERS
 
 ehr_cli = AppGroup("ehr", help="Connect practices to their EHR's FHIR server.")

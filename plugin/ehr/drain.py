@@ -10,7 +10,8 @@ from sqlalchemy.orm import sessionmaker
 from plugin.core.crypto import Vault
 from plugin.core.models import EhrWrite, Practice, WriteStatus
 from plugin.core.queue import drain, retry_at
-from plugin.ehr.writers import EhrWriter, FhirError
+from plugin.ehr.errors import FhirError
+from plugin.ehr.writers import EhrWriter
 
 log = logging.getLogger(__name__)
 

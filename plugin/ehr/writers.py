@@ -6,34 +6,7 @@ from pathlib import Path
 from typing import Protocol
 
 from fhir_mappings.references import rewrite
-
-
-class FhirError(Exception):
-    """An EHR write failed; `retryable` says whether the same write may succeed later.
-
-    `reason` is safe to store and show (a status, an exception type); `outcome` is the
-    server's OperationOutcome, whose diagnostics may quote the resource, so it is sealed.
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        retryable: bool,
-        response: object = None,
-        retry_after: float | None = None,
-        outcome: dict | None = None,
-    ):
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-        self.response = response
-        self.retry_after = retry_after
-        self.outcome = outcome
-
-
-class EhrTargetError(ValueError):
-    """An EHR target string is not one we can write to."""
+from plugin.ehr.errors import EhrTargetError, FhirError
 
 
 class EhrWriter(Protocol):

@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from plugin.core.models import EhrWrite
 from plugin.ehr.drain import WriteSettings, write_due
-from plugin.ehr.writers import EhrTargetError, FhirError, NdjsonSink, sink_for
+from plugin.ehr.errors import EhrTargetError, FhirError
+from plugin.ehr.writers import NdjsonSink, sink_for
 from tests.support.backlog import FULL
 from tests.support.survey import csrf
 
