@@ -16,6 +16,8 @@ from plugin.ehr.errors import FhirError
 
 TIMEOUT = (5, 60)
 FHIR_JSON = "application/fhir+json"
+# Score Observations read back for the rupture rule: 4 per session, so 125 sessions.
+HISTORY_COUNT = 500
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -123,9 +125,31 @@ class FhirWriter(FhirClient):
         token: Callable[[], str],
         forget_token: Callable[[], None],
         http: requests.Session,
+        history: Callable[[], "FhirClient"] | None = None,
     ):
         super().__init__(base, token, forget_token, http)
         self.facts = facts
+        self.history = history
+
+    def flags_unavailable(self) -> str | None:
+        """Return why this server takes no Flags from us, or None."""
+        if not self.facts.get("flag_write"):
+            return "the EHR connection has no Flag scope (run `alliance-check ehr connect` again)"
+        if self.history is None:
+            return "earlier scores cannot be read (Observation search not offered or not granted)"
+        return None
+
+    def score_history(self, patient: str, score_codes: tuple[str, ...]) -> list[dict]:
+        """Return the patient's earlier score Observations, read with their own read token."""
+        return self.history().search(
+            "Observation",
+            {
+                "subject": patient,
+                "code": ",".join(score_codes),
+                "_sort": "date",
+                "_count": str(HISTORY_COUNT),
+            },
+        )
 
     def write(self, bundle: dict) -> str:
         """Write the bundle and return the path taken."""
@@ -151,6 +175,9 @@ class FhirWriter(FhirClient):
         for entry in bundle["entry"]:
             resource = rewrite(entry["resource"], ids)
             kind = resource["resourceType"]
+            if entry["request"]["method"] == "PUT":  # a conditional update (a repaired Flag)
+                self._request("PUT", entry["request"]["url"], resource)
+                continue
             response = self._request(
                 "POST", kind, resource, {"If-None-Exist": entry["request"]["ifNoneExist"]}
             )

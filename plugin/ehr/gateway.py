@@ -35,12 +35,17 @@ class EhrClients:
         if practice.ehr_target.startswith("ndjson:"):
             return sink_for(practice.ehr_target, self.root)
         connection = self._connection(practice)
+        history = None
+        if connection.facts.get("observation_search", False):
+            # The rule's read of earlier scores, with a token of its own read scope.
+            history = lambda: self.searcher_for(practice, ["Observation"])  # noqa: E731
         return FhirWriter(
             connection.fhir_base,
             connection.facts,
             self._token_for(practice.id, connection, connection.scope),
             lambda: self.tokens.forget(practice.id),
             self.http,
+            history,
         )
 
     def searcher_for(self, practice: Practice, resource_types: Sequence[str]) -> FhirClient:

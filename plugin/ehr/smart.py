@@ -31,6 +31,11 @@ class ServerFacts:
     # Whether Patient search is offered, to find a client the platform did not name (Zoom).
     # Connections checked before this fact existed lack it and are tried as if it were true.
     patient_search: bool = True
+    # Whether Flags can be created and updated (the rupture rule's Flag and its repair), and
+    # Observations searched (the rule reads earlier scores back). Both are optional: without
+    # them responses are written, unflagged. `ehr connect` sets them from what was granted.
+    flag_write: bool = False
+    observation_search: bool = False
 
     def scope(self) -> str:
         """Return the system scopes our writes need, in the server's SMART dialect."""
@@ -48,6 +53,11 @@ def search_scope(resource_type: str, smart_v2: bool) -> str:
     create-only scopes, and an EHR that refuses reads still takes writes.
     """
     return f"system/{resource_type}.rs" if smart_v2 else f"system/{resource_type}.read"
+
+
+def flag_scope(smart_v2: bool) -> str:
+    """Return the scope creating and updating Flags needs, in the server's SMART dialect."""
+    return "system/Flag.cu" if smart_v2 else "system/Flag.write"
 
 
 def patient_search_scope(smart_v2: bool) -> str:
@@ -103,6 +113,8 @@ def discover(http: requests.Session, fhir_base: str) -> ServerFacts:
         observation_create="Observation" in creatable,
         document_reference_create="DocumentReference" in creatable,
         patient_search="Patient" in _offering(capability, "search-type"),
+        flag_write="Flag" in creatable & _offering(capability, "update"),
+        observation_search="Observation" in _offering(capability, "search-type"),
     )
 
 
