@@ -8,6 +8,7 @@ own read token; nothing about scores is kept here.
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import requests
@@ -136,3 +137,15 @@ def test_the_ndjson_sink_flags_from_its_own_files(app, db, practice):
     [flag] = [json.loads(line) for line in (sink / "Flag.ndjson").read_text().splitlines()]
     assert flag["status"] == "inactive"
     assert "end" in flag["period"]
+
+
+def test_an_ehr_that_refuses_the_flag_still_gets_the_response(app, db, practice, connect, ehr):
+    connect(f"{WRITE_SCOPES} {FLAG_SCOPES} system/Flag.rs")
+    for n in range(1, 5):
+        answer(app, db, practice, n)
+    # The transaction holding the Flag is refused as an EHR refuses a profile or a scope.
+    ehr.fail_next(1, status=403, method="POST", path=urlparse(ehr.base_url).path)
+    drop = answer(app, db, practice, 5)
+    assert drop.flag_note == "no flag: the EHR refused it (FHIR server answered 403)"
+    assert ehr.stats()["resources"] == {"QuestionnaireResponse": 5, "Observation": 20}
+    assert flags(app, db, ehr) == []
