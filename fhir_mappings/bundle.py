@@ -9,6 +9,7 @@ from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.documentreference import DocumentReference
+from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from pydantic import ValidationError
@@ -32,6 +33,7 @@ _MODELS = {
     "QuestionnaireResponse": QuestionnaireResponse,
     "Observation": Observation,
     "DocumentReference": DocumentReference,
+    "Flag": Flag,
 }
 
 
@@ -126,6 +128,25 @@ def conditional_entry(resource: dict[str, Any], identifier: dict[str, str]) -> d
     }
 
 
+def conditional_update_entry(
+    resource: dict[str, Any], identifier: dict[str, str]
+) -> dict[str, Any]:
+    """Return a validated transaction entry that sets the resource with this identifier.
+
+    Conditional update: the server updates the one match, or creates the resource when there
+    is none, so sending it twice leaves the same resource behind.
+    """
+    kind = resource["resourceType"]
+    return {
+        "fullUrl": _full_url(identifier),
+        "resource": _validate(_MODELS[kind], resource),
+        "request": {
+            "method": "PUT",
+            "url": f"{kind}?identifier={identifier['system']}|{identifier['value']}",
+        },
+    }
+
+
 def _validate(model: type, data: dict[str, Any]) -> dict[str, Any]:
     try:
         return model.model_validate(data).model_dump(mode="json", exclude_none=True)
@@ -149,6 +170,9 @@ def _check_codes(bundle: dict[str, Any]) -> None:
             if resource["status"] not in codes.DOCUMENT_REFERENCE_STATUS:
                 raise BundleError("DocumentReference.status is not an R4 status")
             continue
+        if resource["resourceType"] == "Flag":
+            _check_flag(resource)
+            continue
         if resource["resourceType"] == "QuestionnaireResponse":
             if resource["status"] not in codes.QR_STATUS:
                 raise BundleError("QuestionnaireResponse.status is not an R4 status")
@@ -161,3 +185,14 @@ def _check_codes(bundle: dict[str, Any]) -> None:
                     coding.get("code") not in codes.OBSERVATION_CATEGORIES
                 ):
                     raise BundleError("Observation.category code is not an R4 category")
+
+
+def _check_flag(resource: dict[str, Any]) -> None:
+    if resource["status"] not in codes.FLAG_STATUS:
+        raise BundleError("Flag.status is not an R4 status")
+    for concept in resource.get("category", []):
+        for coding in concept.get("coding", []):
+            if coding.get("system") == codes.FLAG_CATEGORY_SYSTEM and (
+                coding.get("code") not in codes.FLAG_CATEGORIES
+            ):
+                raise BundleError("Flag.category code is not an R4 flag category")

@@ -7,6 +7,11 @@ SUBSCALE_SYSTEM = "https://alliance-check.org/fhir/CodeSystem/alliance-subscale"
 AGREEMENT_SYSTEM = "https://alliance-check.org/fhir/CodeSystem/alliance-agreement"
 SCORE_SYSTEM = "https://alliance-check.org/fhir/CodeSystem/alliance-score"
 TOTAL_CODE = "total"
+# What a Flag for the therapist is about: "rupture" or "early-concern" (fhir_mappings.flags).
+FLAG_SYSTEM = "https://alliance-check.org/fhir/CodeSystem/alliance-flag"
+# Alliance Check as the Flag's author: a logical reference, so no Device is written to the EHR.
+DEVICE_SYSTEM = "https://alliance-check.org/fhir/device"
+DEVICE_VALUE = "alliance-check"
 
 ORDINAL_VALUE_URL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
 ITEM_WEIGHT_URL = "http://hl7.org/fhir/StructureDefinition/itemWeight"
@@ -52,3 +57,10 @@ OBSERVATION_CATEGORIES = frozenset(
 )  # fmt: skip
 # http://hl7.org/fhir/R4/valueset-document-reference-status.html
 DOCUMENT_REFERENCE_STATUS = frozenset({"current", "superseded", "entered-in-error"})
+# http://hl7.org/fhir/R4/valueset-flag-status.html
+FLAG_STATUS = frozenset({"active", "inactive", "entered-in-error"})
+# http://hl7.org/fhir/R4/valueset-flag-category.html
+FLAG_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/flag-category"
+FLAG_CATEGORIES = frozenset(
+    {"diet", "drug", "lab", "admin", "contact", "clinical", "behavioral", "safety"}
+)

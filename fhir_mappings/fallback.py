@@ -52,7 +52,9 @@ def observations_only(bundle: dict[str, Any]) -> dict[str, Any]:
     }
     if "encounter" in response:
         document["context"] = {"encounter": [response["encounter"]]}
-    return transaction([*observations, conditional_entry(document, summary_id)])
+    # Flags stand on their own (subject, encounter), so they travel unchanged.
+    flags = [copy.deepcopy(e) for e in entries if e["resource"]["resourceType"] == "Flag"]
+    return transaction([*observations, conditional_entry(document, summary_id), *flags])
 
 
 def summary_text(response: dict[str, Any], observations: list[dict[str, Any]]) -> str:

@@ -35,6 +35,7 @@ class _Context:
     http: requests.Session
     ehr: EhrClients
     now: datetime
+    instruments: dict
 
 
 def _plan(ctx: _Context) -> int:
@@ -67,7 +68,9 @@ def _remind(ctx: _Context) -> int:
 
 def _write(ctx: _Context) -> int:
     settings = WriteSettings.from_config(ctx.config)
-    return write_due(ctx.sessions, ctx.vault, ctx.ehr.writer_for, settings, ctx.now)
+    return write_due(
+        ctx.sessions, ctx.vault, ctx.ehr.writer_for, settings, ctx.now, ctx.instruments
+    )
 
 
 def _expire(ctx: _Context) -> int:
@@ -110,7 +113,7 @@ def run_steps(
             signer=lambda: load_signer(sessions, vault),
             http=http,
         )
-        ctx = _Context(app.config, sessions, vault, http, ehr, now)
+        ctx = _Context(app.config, sessions, vault, http, ehr, now, app.extensions["instruments"])
         for name in names:
             try:
                 done[name] = STEPS[name](ctx)

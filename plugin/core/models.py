@@ -210,6 +210,9 @@ class EhrWrite(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the rupture rule decided for the therapist's Flag, or why no flag was computed
+    # (earlier scores unreadable, Flag refused); counts and reasons only, never scores.
+    flag_note: Mapped[str | None] = mapped_column(String(300))
 
     practice: Mapped[Practice] = relationship(lazy="joined")
 

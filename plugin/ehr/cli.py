@@ -12,8 +12,16 @@ from plugin.core.crypto import vault
 from plugin.core.db import database
 from plugin.core.models import EhrConnection, EhrWrite, Practice, WriteStatus
 from plugin.core.tenancy import PracticeError, find_practice, platform_option
-from plugin.ehr.keys import NoSigningKeyError, current_signer
-from plugin.ehr.smart import SmartError, TokenCache, discover, fetch_token, patient_search_scope
+from plugin.ehr.errors import NoSigningKeyError, SmartError
+from plugin.ehr.keys import current_signer
+from plugin.ehr.smart import (
+    TokenCache,
+    discover,
+    fetch_token,
+    flag_scope,
+    patient_search_scope,
+    search_scope,
+)
 from webhooks import ADAPTERS
 
 ehr_cli = AppGroup("ehr", help="Connect practices to their EHR's FHIR server.")
@@ -67,6 +75,7 @@ def connect_command(account_id: str, fhir_base: str, client_id: str, platform: s
             )
         if getattr(ADAPTERS.get(practice.platform), "attendee_emails", None):
             _check_patient_search(session, facts, client_id)
+        flags = _check_flags(session, facts, client_id)
         what = (
             "the response and its scores"
             if facts.questionnaire_response_create
@@ -79,8 +88,13 @@ def connect_command(account_id: str, fhir_base: str, client_id: str, platform: s
         connection.fhir_base = fhir_base.rstrip("/")
         connection.client_id = client_id
         connection.token_endpoint = facts.token_endpoint
-        connection.facts = {k: v for k, v in vars(facts).items() if k != "token_endpoint"}
+        connection.facts = {
+            **{k: v for k, v in vars(facts).items() if k != "token_endpoint"},
+            **flags,
+        }
         connection.scope = facts.scope()
+        if flags["flag_write"]:
+            connection.scope += " " + flag_scope(facts.smart_v2)
         connection.checked_at = datetime.now(UTC)
         session.add(connection)
         practice.ehr_target = connection.fhir_base
@@ -113,6 +127,37 @@ def _check_patient_search(session, facts, client_id: str) -> None:
             "its administrator to allow it for this client; not connected"
         )
     click.echo(f"Patient search   granted {scope!r}")
+
+
+def _granted(session, facts, client_id: str, scope: str) -> bool:
+    """Whether the EHR grants this scope to us; a refusal is an answer, not an error."""
+    try:
+        token = fetch_token(
+            client_id, facts.token_endpoint, scope, current_signer(session, vault())
+        )
+    except (SmartError, NoSigningKeyError):
+        return False
+    return scope in token.get("scope", scope).split()
+
+
+def _check_flags(session, facts, client_id: str) -> dict[str, bool]:
+    """Find out whether rupture Flags can be written: Flag create/update and Observation reads.
+
+    Neither is required: without them responses and scores are still written, unflagged,
+    and each write notes why (`ehr-writes show`).
+    """
+    read = search_scope("Observation", facts.smart_v2)
+    write = flag_scope(facts.smart_v2)
+    found = {
+        "observation_search": facts.observation_search
+        and _granted(session, facts, client_id, read),
+        "flag_write": facts.flag_write and _granted(session, facts, client_id, write),
+    }
+    for scope, key in ((read, "observation_search"), (write, "flag_write")):
+        click.echo(f"rupture flags    {scope} {'granted' if found[key] else 'not available'}")
+    if not all(found.values()):
+        click.echo("rupture flags    off: responses are written without Flags")
+    return found
 
 
 def _row(write: EhrWrite) -> str:
@@ -164,6 +209,7 @@ def show_command(write_id: str) -> None:
             "next_attempt_at",
             "retry_until",
             "done_at",
+            "flag_note",
         ):
             click.echo(f"{name:16} {getattr(write, name)}")
         click.echo(f"{'practice':16} {write.practice.account_id}")

@@ -1,16 +1,20 @@
 """The job that drains EhrWrite rows into each practice's EHR. Safe to rerun."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import sessionmaker
 
+from fhir_mappings.instrument import load_bundled
+from fhir_mappings.model import Instrument
 from plugin.core.crypto import Vault
 from plugin.core.models import EhrWrite, Practice, WriteStatus
 from plugin.core.queue import drain, retry_at
-from plugin.ehr.writers import EhrWriter, FhirError
+from plugin.ehr.errors import FhirError
+from plugin.ehr.flagging import with_flag
+from plugin.ehr.writers import EhrWriter
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +58,22 @@ def _record_failure(
     write.next_attempt_at = next_attempt
 
 
-def _write(write: EhrWrite, writer_for, vault: Vault, settings, now) -> bool:
+def _send(writer, bundle: dict, instruments) -> tuple[str, str]:
+    """Write the response with its Flag if the rule asks for one; return path and flag note."""
+    flagged, note = with_flag(bundle, writer, instruments)
     try:
-        path = writer_for(write.practice).write(vault.open(write.bundle))
+        return writer.write(flagged), note
+    except FhirError as exc:
+        if flagged is bundle or exc.retryable:
+            raise
+        # The EHR refused the write with the Flag in it (a scope, a profile): the response
+        # and its scores still go, and the write says why the therapist got no flag.
+        return writer.write(bundle), f"no flag: the EHR refused it ({exc.reason})"
+
+
+def _write(write: EhrWrite, writer_for, vault: Vault, settings, now, instruments) -> bool:
+    try:
+        path, note = _send(writer_for(write.practice), vault.open(write.bundle), instruments)
     except Exception as exc:
         # Unknown failures are retried like outages; their text may hold PHI, so only the
         # type is kept.
@@ -70,10 +87,11 @@ def _write(write: EhrWrite, writer_for, vault: Vault, settings, now) -> bool:
         return False
     write.status = WriteStatus.DONE
     write.path = path
+    write.flag_note = note
     write.done_at = now
     # The EHR is now the record; keep no copy of the answers here.
     write.bundle = None
-    log.info("ehr_write.done", extra={"ehr_write_id": write.id, "path": path})
+    log.info("ehr_write.done", extra={"ehr_write_id": write.id, "path": path, "flag": note})
     return True
 
 
@@ -83,12 +101,20 @@ def write_due(
     writer_for: Callable[[Practice], EhrWriter],
     settings: WriteSettings,
     now: datetime,
+    instruments: Mapping[str, Instrument] | None = None,
 ) -> int:
-    """Send every due write to its own practice's EHR; return how many landed."""
+    """Send every due write to its own practice's EHR, flagged by the rule; return how many.
+
+    `instruments` (canonical -> Instrument) are those responses may come from; the bundled
+    one when not given.
+    """
+    if instruments is None:
+        bundled = load_bundled()
+        instruments = {bundled.canonical: bundled}
     return drain(
         sessions,
         EhrWrite,
         now,
         settings.batch,
-        lambda write: _write(write, writer_for, vault, settings, now),
+        lambda write: _write(write, writer_for, vault, settings, now, instruments),
     )

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from plugin.core.crypto import Vault, vault
 from plugin.core.db import database, get_session
 from plugin.core.models import SigningKey
+from plugin.ehr.errors import NoSigningKeyError
 
 # SMART Backend Services allows exactly these two.
 ALGORITHMS = {
@@ -20,10 +21,6 @@ ALGORITHMS = {
     "RS384": lambda: RSAKey.generate_key(3072, private=True),
 }
 bp = Blueprint("jwks", __name__)
-
-
-class NoSigningKeyError(RuntimeError):
-    """No key can sign: run `alliance-check keys generate`."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
 
+from plugin.ehr.errors import SmartError
 from plugin.ehr.keys import Signer
 
 TIMEOUT = (5, 30)
@@ -15,15 +16,6 @@ TIMEOUT = (5, 30)
 ASSERTION_LIFETIME = 300
 # Renew a cached token this long before it expires, so no write starts with a dying token.
 TOKEN_MARGIN = 60
-
-
-class SmartError(Exception):
-    """A FHIR server could not be discovered or would not grant a token."""
-
-    def __init__(self, reason: str, response: requests.Response | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.response = response
 
 
 @dataclass(frozen=True)
@@ -39,6 +31,11 @@ class ServerFacts:
     # Whether Patient search is offered, to find a client the platform did not name (Zoom).
     # Connections checked before this fact existed lack it and are tried as if it were true.
     patient_search: bool = True
+    # Whether Flags can be created and updated (the rupture rule's Flag and its repair), and
+    # Observations searched (the rule reads earlier scores back). Both are optional: without
+    # them responses are written, unflagged. `ehr connect` sets them from what was granted.
+    flag_write: bool = False
+    observation_search: bool = False
 
     def scope(self) -> str:
         """Return the system scopes our writes need, in the server's SMART dialect."""
@@ -49,13 +46,23 @@ class ServerFacts:
         return " ".join(f"system/{t}{suffix}" for t in types)
 
 
-def patient_search_scope(smart_v2: bool) -> str:
-    """Return the read scope a Patient search needs, in the server's SMART dialect.
+def search_scope(resource_type: str, smart_v2: bool) -> str:
+    """Return the read scope a search of one resource type needs, in the server's dialect.
 
-    It is asked for in a token of its own, only when a client must be looked up: the write
-    token keeps its create-only scopes, and an EHR that refuses reads still takes writes.
+    Searches get tokens of their own, asked for only when needed: the write token keeps its
+    create-only scopes, and an EHR that refuses reads still takes writes.
     """
-    return "system/Patient.rs" if smart_v2 else "system/Patient.read"
+    return f"system/{resource_type}.rs" if smart_v2 else f"system/{resource_type}.read"
+
+
+def flag_scope(smart_v2: bool) -> str:
+    """Return the scope creating and updating Flags needs, in the server's SMART dialect."""
+    return "system/Flag.cu" if smart_v2 else "system/Flag.write"
+
+
+def patient_search_scope(smart_v2: bool) -> str:
+    """Return the read scope a Patient search needs (to find a client a platform did not name)."""
+    return search_scope("Patient", smart_v2)
 
 
 def _get_json(http: requests.Session, url: str) -> dict:
@@ -106,6 +113,8 @@ def discover(http: requests.Session, fhir_base: str) -> ServerFacts:
         observation_create="Observation" in creatable,
         document_reference_create="DocumentReference" in creatable,
         patient_search="Patient" in _offering(capability, "search-type"),
+        flag_write="Flag" in creatable & _offering(capability, "update"),
+        observation_search="Observation" in _offering(capability, "search-type"),
     )
 
 

@@ -6,46 +6,30 @@ from pathlib import Path
 from typing import Protocol
 
 from fhir_mappings.references import rewrite
-
-
-class FhirError(Exception):
-    """An EHR write failed; `retryable` says whether the same write may succeed later.
-
-    `reason` is safe to store and show (a status, an exception type); `outcome` is the
-    server's OperationOutcome, whose diagnostics may quote the resource, so it is sealed.
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        retryable: bool,
-        response: object = None,
-        retry_after: float | None = None,
-        outcome: dict | None = None,
-    ):
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-        self.response = response
-        self.retry_after = retry_after
-        self.outcome = outcome
-
-
-class EhrTargetError(ValueError):
-    """An EHR target string is not one we can write to."""
+from plugin.ehr.errors import EhrTargetError, FhirError
 
 
 class EhrWriter(Protocol):
-    """Write one transaction Bundle; must be idempotent, because a retry resends it."""
+    """Write one transaction Bundle; must be idempotent, because a retry resends it.
+
+    It also gives the rupture rule the client's earlier scores (plugin.ehr.flagging).
+    """
 
     def write(self, bundle: dict) -> str:
         """Write the bundle and return the path taken (e.g. "transaction", "ndjson")."""
         ...
 
+    def flags_unavailable(self) -> str | None:
+        """Return why this EHR takes no Flags (safe to store), or None."""
+        ...
+
+    def score_history(self, patient: str, score_codes: tuple[str, ...]) -> list[dict]:
+        """Return the patient's Observations with these system|code codings."""
+        ...
+
 
 class NdjsonSink:
-    """Append resources to <dir>/<ResourceType>.ndjson, honouring conditional creates."""
+    """Append resources to <dir>/<ResourceType>.ndjson, honouring conditional creates/updates."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
@@ -57,11 +41,52 @@ class NdjsonSink:
             with open(self.directory / ".lock", "w") as lock:
                 # One writer at a time, so the identifier check and the append are atomic.
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                for resource in _resolved(bundle):
-                    self._create_once(resource)
+                for entry, resource in zip(bundle["entry"], _resolved(bundle), strict=True):
+                    if entry["request"]["method"] == "PUT":
+                        self._update(resource)
+                    else:
+                        self._create_once(resource)
         except OSError as exc:
             raise FhirError(f"sink not writable ({type(exc).__name__})", retryable=True) from exc
         return "ndjson"
+
+    def flags_unavailable(self) -> str | None:
+        """The sink takes Flags and reads its own scores: always None."""
+        return None
+
+    def score_history(self, patient: str, score_codes: tuple[str, ...]) -> list[dict]:
+        """Return the sink's Observations of this patient with any of these system|codes."""
+        path = self.directory / "Observation.ndjson"
+        wanted = set(score_codes)
+        try:
+            lines = path.read_text().splitlines() if path.exists() else []
+        except OSError as exc:
+            raise FhirError(f"sink not readable ({type(exc).__name__})", retryable=True) from exc
+        found = []
+        for line in lines:
+            obs = json.loads(line)
+            codings = {f"{c.get('system')}|{c.get('code')}" for c in obs["code"]["coding"]}
+            if obs.get("subject", {}).get("reference") == patient and codings & wanted:
+                found.append(obs)
+        return found
+
+    def _update(self, resource: dict) -> None:
+        """Replace the resource with the same identifier (keeping its id), or add it."""
+        path = self.directory / f"{resource['resourceType']}.ndjson"
+        wanted = {(i["system"], i["value"]) for i in _identifiers(resource)}
+        lines = path.read_text().splitlines() if path.exists() else []
+        out, replaced = [], False
+        for line in lines:
+            existing = json.loads(line)
+            if wanted & {(i["system"], i["value"]) for i in _identifiers(existing)}:
+                line = json.dumps({**resource, "id": existing["id"]}, separators=(",", ":"))
+                replaced = True
+            out.append(line)
+        if not replaced:
+            out.append(json.dumps(resource, separators=(",", ":")))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(out) + "\n")
+        tmp.replace(path)
 
     def _create_once(self, resource: dict) -> None:
         path = self.directory / f"{resource['resourceType']}.ndjson"

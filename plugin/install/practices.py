@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from plugin.core.db import database
 from plugin.core.models import Practice
 from plugin.core.tenancy import PracticeError, platform_option
-from plugin.ehr.writers import EhrTargetError, sink_for
+from plugin.ehr.errors import EhrTargetError
+from plugin.ehr.writers import sink_for
 from webhooks import ADAPTERS
 from webhooks.events import is_iana_timezone
 

@@ -20,11 +20,8 @@ from sqlalchemy.orm import Session
 
 from plugin.core.crypto import Vault
 from plugin.core.models import Practice, SessionEvent
-from plugin.ehr.fhir import FhirWriter
+from plugin.ehr.errors import EhrTargetError, FhirError, NoTokenError
 from plugin.ehr.gateway import EhrClients
-from plugin.ehr.keys import NoSigningKeyError
-from plugin.ehr.smart import SmartError, fetch_token, patient_search_scope
-from plugin.ehr.writers import FhirError
 from plugin.install.platform_api import PlatformAuthError, PlatformClient, PlatformError
 from webhooks import ADAPTERS
 from webhooks.errors import InvalidPayloadError
@@ -66,7 +63,7 @@ class ResolutionError(Exception):
 
 
 class PatientSearch(Protocol):
-    """What resolution needs from an EHR: plugin.ehr.fhir.FhirWriter provides it."""
+    """What resolution needs from an EHR: plugin.ehr.fhir.FhirClient provides it."""
 
     def search(self, resource_type: str, params: dict[str, str]) -> list[dict]:
         """Return the resources matching params."""
@@ -146,6 +143,9 @@ def _patients_with(fhir: PatientSearch, email: str) -> list[dict]:
     """Return the current Patients whose own record holds this email."""
     try:
         patients = fhir.search("Patient", {"email": email, "_count": str(SEARCH_COUNT)})
+    except NoTokenError as exc:
+        # Worth retrying, as for writes: EHR admins fix grants, keys get generated.
+        raise ResolutionError("ehr_no_token", retryable=True) from exc
     except FhirError as exc:
         reason = "ehr_unavailable" if exc.retryable else "ehr_refused"
         raise ResolutionError(reason, retryable=exc.retryable) from exc
@@ -192,39 +192,18 @@ def _mobile(patient: dict) -> str | None:
     return None
 
 
-def patient_search_for(practice: Practice, clients: EhrClients) -> FhirWriter | None:
+def patient_search_for(practice: Practice, clients: EhrClients) -> PatientSearch | None:
     """Return a searcher of the practice's own FHIR server, or None if it cannot be searched."""
     if practice.ehr_target.startswith("ndjson:"):
         return None
-    connection = practice.ehr_connection
-    if connection is None or connection.fhir_base != practice.ehr_target:
+    try:
+        searcher = clients.searcher_for(practice, ["Patient"])
+    except EhrTargetError as exc:
         # Writes wait for `ehr connect` too; so does the look-up.
-        raise ResolutionError("ehr_not_connected", retryable=True)
-    if not connection.facts.get("patient_search", True):
+        raise ResolutionError("ehr_not_connected", retryable=True) from exc
+    if not practice.ehr_connection.facts.get("patient_search", True):
         return None
-    # A token of its own, with only the read scope the search needs (see smart.py).
-    key = f"{practice.id}:patient-search"
-    scope = patient_search_scope(connection.facts.get("smart_v2", True))
-
-    def token() -> str:
-        try:
-            return clients.tokens.get(
-                key,
-                lambda: fetch_token(
-                    connection.client_id, connection.token_endpoint, scope, clients.signer()
-                ),
-            )
-        except (SmartError, NoSigningKeyError) as exc:
-            # Worth retrying, as for writes: EHR admins fix grants, keys get generated.
-            raise ResolutionError("ehr_no_token", retryable=True) from exc
-
-    return FhirWriter(
-        connection.fhir_base,
-        connection.facts,
-        token,
-        lambda: clients.tokens.forget(key),
-        clients.http,
-    )
+    return searcher
 
 
 def resolver_for(

@@ -5,7 +5,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the launch view."""
-    from plugin.therapist import views
+    from plugin.therapist import cli, views
 
-    for part in (views,):
+    for part in (views, cli):
         part.init_app(app)

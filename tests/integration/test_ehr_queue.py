@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from plugin.core.models import EhrWrite
 from plugin.ehr.drain import WriteSettings, write_due
-from plugin.ehr.writers import EhrTargetError, FhirError, NdjsonSink, sink_for
+from plugin.ehr.errors import EhrTargetError, FhirError
+from plugin.ehr.writers import NdjsonSink, sink_for
 from tests.support.backlog import FULL
 from tests.support.survey import csrf
 
@@ -69,6 +70,10 @@ class Failing:
         """Fail."""
         raise FhirError("503 from EHR", retryable=self.retryable)
 
+    def flags_unavailable(self) -> str:
+        """Take no flags: these tests are about the write."""
+        return "not under test"
+
 
 def test_outage_is_retried_with_backoff_then_succeeds(app, queued, db):
     now = datetime.now(UTC)
@@ -89,11 +94,11 @@ def test_rejected_write_is_dead_lettered_at_once(app, queued, db):
 
 
 def test_unexpected_error_counts_as_an_attempt_and_blocks_nothing(app, queued, db):
-    class Broken:
+    class Broken(Failing):
         def write(self, bundle):
             raise KeyError("Could we start a little later?")
 
-    drain(app, Broken())
+    drain(app, Broken(retryable=True))
     db.refresh(queued)
     assert queued.attempts == 1
     assert queued.last_error == "internal error (KeyError)"

@@ -4,8 +4,9 @@ import pytest
 from sqlalchemy import select
 
 from plugin.core.models import SigningKey
-from plugin.ehr.keys import NoSigningKeyError, current_signer, generate
-from plugin.ehr.smart import ServerFacts, SmartError, TokenCache, fetch_token
+from plugin.ehr.errors import NoSigningKeyError, SmartError
+from plugin.ehr.keys import current_signer, generate
+from plugin.ehr.smart import ServerFacts, TokenCache, fetch_token
 
 V2_SCOPE = "system/QuestionnaireResponse.c system/Observation.c"
 

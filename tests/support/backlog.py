@@ -68,3 +68,64 @@ def queue_writes(session, practice: Practice, vault, count: int) -> None:
             )
         )
     session.commit()
+
+
+def queue_session(session, practice: Practice, vault, n: int, form: dict, ended_at) -> EhrWrite:
+    """Queue the answered response of client c1's session n, ended at ended_at, as the survey
+    page would after the client submitted `form` (link id -> option code or comment text)."""
+    answers, errors = validate_answers(INSTRUMENT, form)
+    assert errors == {}
+    event = SessionEvent(
+        practice_id=practice.id,
+        platform="standard",
+        event_id=f"e-{n}",
+        session_id=f"s-{n}",
+        started_at=ended_at,
+        ended_at=ended_at,
+        patient_ref="Patient/c1",
+        practitioner_ref="Practitioner/p1",
+        status="planned",
+        next_attempt_at=ended_at,
+        received_at=ended_at,
+    )
+    invitation = Invitation(
+        practice_id=practice.id,
+        session_event=event,
+        status="answered",
+        questionnaire=INSTRUMENT.canonical,
+        language="en",
+        due_at=ended_at,
+        next_attempt_at=ended_at,
+        created_at=ended_at,
+    )
+    session.add_all([event, invitation])
+    session.flush()
+    bundle = build_transaction(
+        INSTRUMENT,
+        answers,
+        score(INSTRUMENT, answers),
+        ResponseContext(
+            response_id=invitation.id,
+            identifier_system="https://example.org/sid/r",
+            patient="Patient/c1",
+            practitioner=None,
+            encounter=f"Encounter/e{n}",
+            authored=ended_at,
+            session_ended_at=ended_at,
+        ),
+    )
+    write = EhrWrite(
+        practice_id=practice.id,
+        invitation_id=invitation.id,
+        bundle=vault.seal(bundle),
+        next_attempt_at=ended_at,
+        created_at=ended_at,
+    )
+    session.add(write)
+    session.commit()
+    return write
+
+
+def every_item(code: str, **extra: str) -> dict:
+    """Return a form answering every choice item with the option `code`, plus extra answers."""
+    return {item.link_id: code for item in INSTRUMENT.choice_items} | extra
