@@ -16,7 +16,7 @@ from flask.cli import FlaskGroup
 from sqlalchemy import select
 
 from plugin import create_app
-from plugin.core.config import INSTANCE_FILE, ROOT, instance_path
+from plugin.core.config import INSTANCE_FILE, instance_path, packaged
 from plugin.core.crypto import new_fernet_key
 from plugin.core.db import database, upgrade
 from plugin.core.models import Invitation, InvitationStatus, Practice, SessionEvent
@@ -26,7 +26,7 @@ from plugin.planning.schedules import default_questionnaire, set_policy
 from webhooks.standard import sign
 
 DEMO_ACCOUNT = "demo"
-DEMO_SCHEDULE = ROOT / "config" / "schedules" / "demo.toml"
+DEMO_SCHEDULE = packaged("_config", "schedules", "demo.toml")
 
 
 @click.group(cls=FlaskGroup, create_app=create_app, add_version_option=False)
@@ -67,7 +67,7 @@ def dev_init() -> None:
                     root=instance.parent,
                 )
                 # Send at once, at any hour, so the walkthrough needs no waiting.
-                demo = tomllib.loads(DEMO_SCHEDULE.read_text())
+                demo = tomllib.loads(DEMO_SCHEDULE.read_text("utf-8"))
                 demo["questionnaire"] = default_questionnaire()
                 set_policy(session, practice.id, None, Policy.from_dict(demo), datetime.now(UTC))
                 session.commit()
