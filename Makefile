@@ -47,12 +47,16 @@ test: $(TEST_STAMP) $(CATALOGUES)
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
-## lock: re-resolve both lock files from pyproject.toml's ranges (after adding a dependency,
-##       or to take new releases); commit the result with the change that needed it
+## lock: resolve both lock files again from pyproject.toml after a dependency changed, keeping
+##       every pin that still fits; UPGRADE=1 takes the newest releases the ranges allow.
+##       Commit both files with the change that needed them.
 lock: | $(BIN)/python
 	$(BIN)/pip install --quiet 'pip-tools>=7.4,<8'
-	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) --upgrade -o $(LOCK) pyproject.toml
-	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) --upgrade --extra test -o $(TEST_LOCK) pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(if $(UPGRADE),--upgrade) \
+		-o $(LOCK) pyproject.toml
+	# The test lock runs the very same service versions as the runtime lock.
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(if $(UPGRADE),--upgrade) \
+		--extra test -c $(LOCK) -o $(TEST_LOCK) pyproject.toml
 
 ## bench: throughput and latency figures as ratios against same-run baselines
 ##        (EHR_WRITES=n sets the drain backlog; the issue's figure is 5000)
