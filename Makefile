@@ -50,11 +50,11 @@ test: $(TEST_STAMP) $(CATALOGUES)
 ## lock: resolve both lock files again from pyproject.toml after a dependency changed, keeping
 ##       every pin that still fits; UPGRADE=1 takes the newest releases the ranges allow.
 ##       Commit both files with the change that needed them.
+# The test lock is constrained by the runtime lock: tests run the versions the service ships with.
 lock: | $(BIN)/python
 	$(BIN)/pip install --quiet 'pip-tools>=7.4,<8'
 	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(if $(UPGRADE),--upgrade) \
 		-o $(LOCK) pyproject.toml
-	# The test lock runs the very same service versions as the runtime lock.
 	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(if $(UPGRADE),--upgrade) \
 		--extra test -c $(LOCK) -o $(TEST_LOCK) pyproject.toml
 
