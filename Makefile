@@ -2,38 +2,71 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Every dependency, direct and transitive, pinned with hashes (pyproject.toml keeps the ranges).
+LOCK := requirements.lock
+TEST_LOCK := requirements-test.lock
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+# The compiled catalogues are build output, never committed: setup.py's build_py compiles them
+# into a wheel (and beside the .po on an editable install); this recompiles an edited .po.
+CATALOGUES := $(patsubst %.po,%.mo,$(wildcard plugin/translations/*/LC_MESSAGES/*.po))
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host --resolver=backtracking
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench lock clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Install exactly the lock (pip refuses anything unpinned or with a wrong hash), then the
+# project itself, editable and without dependencies; reinstall whenever the lock changes.
+$(RUN_STAMP): $(LOCK) pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(TEST_STAMP): $(TEST_LOCK) pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r $(TEST_LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+%.mo: %.po | $(BIN)/python
+	$(BIN)/pybabel compile --statistics -l $(word 3,$(subst /, ,$<)) -i $< -o $@
 
 ## run: set up SQLite under var/, seed the demo practice, serve on 127.0.0.1:$ALLIANCE_PORT (5000)
-run: $(STAMP)
+run: $(RUN_STAMP) $(CATALOGUES)
 	$(BIN)/alliance-check dev-init
 	$(BIN)/alliance-check serve
 
 ## test: install the test FHIR server (npm), lint, then the whole suite
 ##       (on PostgreSQL too when ALLIANCE_TEST_DATABASE_URL is set)
-test: $(STAMP)
+test: $(TEST_STAMP) $(CATALOGUES)
 	$(BIN)/python -c "from tests.support.fhir_server import ensure_installed; ensure_installed()"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
+## lock: resolve both lock files again from pyproject.toml after a dependency changed, keeping
+##       every pin that still fits; UPGRADE=1 takes the newest releases the ranges allow.
+##       Commit both files with the change that needed them.
+# The test lock is constrained by the runtime lock: tests run the versions the service ships with.
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet 'pip-tools>=7.4,<8'
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(if $(UPGRADE),--upgrade) \
+		-o $(LOCK) pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(if $(UPGRADE),--upgrade) \
+		--extra test -c $(LOCK) -o $(TEST_LOCK) pyproject.toml
+
 ## bench: throughput and latency figures as ratios against same-run baselines
 ##        (EHR_WRITES=n sets the drain backlog; the issue's figure is 5000)
 EHR_WRITES ?= 5000
-bench: $(STAMP)
+bench: $(TEST_STAMP) $(CATALOGUES)
 	$(BIN)/python -c "from tests.support.fhir_server import ensure_installed; ensure_installed()"
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.ehr_drain --writes $(EHR_WRITES)
 	$(BIN)/python -m bench.delivery
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info tests/support/fhir_server/node_modules
+	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info build tests/support/fhir_server/node_modules
+	rm -f $(CATALOGUES)

@@ -1,4 +1,4 @@
-"""The `alliance-check` command: every Flask command plus serve, worker, dev-init and demo."""
+"""The `alliance-check` command: our app's commands plus serve, worker, dev-init and demo."""
 
 import base64
 import re
@@ -12,11 +12,11 @@ from pathlib import Path
 import click
 import requests
 from flask import current_app, json
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, NoAppException
 from sqlalchemy import select
 
 from plugin import create_app
-from plugin.core.config import INSTANCE_FILE, ROOT, instance_path
+from plugin.core.config import INSTANCE_FILE, ConfigError, instance_path, packaged
 from plugin.core.crypto import new_fernet_key
 from plugin.core.db import database, upgrade
 from plugin.core.models import Invitation, InvitationStatus, Practice, SessionEvent
@@ -26,10 +26,37 @@ from plugin.planning.schedules import default_questionnaire, set_policy
 from webhooks.standard import sign
 
 DEMO_ACCOUNT = "demo"
-DEMO_SCHEDULE = ROOT / "config" / "schedules" / "demo.toml"
+DEMO_SCHEDULE = packaged("_config", "schedules", "demo.toml")
 
 
-@click.group(cls=FlaskGroup, create_app=create_app, add_version_option=False)
+# FlaskGroup always adds these; this command serves one app, in production as in development.
+FLASK_OPTIONS = {"app", "env_file", "debug"}
+
+
+def _app_for_commands():
+    """Create the app for a command; a missing secret is a usage error, not a traceback."""
+    try:
+        return create_app()
+    except ConfigError as exc:
+        raise NoAppException(f"{exc}; `alliance-check dev-init` writes development ones") from exc
+
+
+class AllianceGroup(FlaskGroup):
+    """Flask's group for app-context commands, without Flask's own commands and options."""
+
+    def __init__(self, **extra):
+        # No `run` (a development server), `shell` or `routes`: `serve` is how this runs.
+        super().__init__(
+            add_default_commands=False,
+            add_version_option=False,
+            load_dotenv=False,
+            set_debug_flag=False,
+            **extra,
+        )
+        self.params = [param for param in self.params if param.name not in FLASK_OPTIONS]
+
+
+@click.group(cls=AllianceGroup, create_app=_app_for_commands)
 def main() -> None:
     """Alliance Check: alliance questionnaires after telehealth sessions, written to the EHR."""
 
@@ -67,7 +94,7 @@ def dev_init() -> None:
                     root=instance.parent,
                 )
                 # Send at once, at any hour, so the walkthrough needs no waiting.
-                demo = tomllib.loads(DEMO_SCHEDULE.read_text())
+                demo = tomllib.loads(DEMO_SCHEDULE.read_text("utf-8"))
                 demo["questionnaire"] = default_questionnaire()
                 set_policy(session, practice.id, None, Policy.from_dict(demo), datetime.now(UTC))
                 session.commit()

@@ -2,12 +2,12 @@
 
 import os
 import tomllib
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from flask import Flask
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULTS = ROOT / "config" / "default.toml"
 INSTANCE_FILE = "alliance.toml"
 
 # Without these the service cannot keep its promises (signed links, encrypted contacts,
@@ -15,10 +15,21 @@ INSTANCE_FILE = "alliance.toml"
 REQUIRED_SECRETS = ("SECRET_KEY", "SECRET_KEYS", "STANDARD_WEBHOOK_SECRET")
 
 
+def packaged(*parts: str) -> Traversable:
+    """Return a data file that ships inside the plugin package, checkout and wheel alike.
+
+    The top-level config/ and manifest.json are plugin/_config and plugin/manifest.json there:
+    symlinks in a checkout, copies in a wheel (docs/architecture.md, "The build").
+    """
+    return resources.files("plugin").joinpath(*parts)
+
+
 def instance_path(overrides: dict | None = None) -> Path:
     """Return the instance folder: INSTANCE_PATH, else ALLIANCE_INSTANCE_PATH, else ./var."""
     chosen = (overrides or {}).get("INSTANCE_PATH") or os.environ.get("ALLIANCE_INSTANCE_PATH")
-    return Path(chosen or ROOT / "var").resolve()
+    # The working directory, not the code's: an installed package must not write into
+    # site-packages.
+    return Path(chosen or Path.cwd() / "var").resolve()
 
 
 class ConfigError(RuntimeError):
@@ -27,7 +38,7 @@ class ConfigError(RuntimeError):
 
 def load_config(app: Flask, overrides: dict | None = None) -> None:
     """Fill app.config from every layer and derive the paths that default to the instance."""
-    app.config.from_file(str(DEFAULTS), load=tomllib.load, text=False)
+    app.config.from_mapping(tomllib.loads(packaged("_config", "default.toml").read_text("utf-8")))
     app.config.from_file(
         str(Path(app.instance_path) / INSTANCE_FILE), load=tomllib.load, text=False, silent=True
     )

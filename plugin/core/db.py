@@ -12,7 +12,7 @@ from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+from plugin.core.config import packaged
 
 
 class Base(DeclarativeBase):
@@ -119,7 +119,7 @@ def _close_session(_exc: BaseException | None) -> None:
 def alembic_config(connection) -> Config:
     """Build an Alembic config that runs our migrations on the given connection."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(packaged("migrations")))
     config.attributes["connection"] = connection
     return config
 

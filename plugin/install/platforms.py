@@ -1,8 +1,8 @@
 """The platform table from manifest.json, each platform's settings, and the OAuth client registry.
 
 manifest.json lives at the repository root, where an operator registering the app reads it,
-and is read from there at run time, like config/default.toml: the service runs from a checkout
-(or an editable install of one). ALLIANCE_MANIFEST_PATH points elsewhere for other layouts.
+and ships inside the package like config/ (plugin.core.config.packaged).
+ALLIANCE_MANIFEST_PATH points at another one.
 """
 
 import functools
@@ -16,10 +16,10 @@ import jsonschema
 from authlib.integrations.flask_client import OAuth
 from flask import Flask, current_app
 
-from plugin.core.config import ROOT
+from plugin.core.config import packaged
 from webhooks import ADAPTERS
 
-SCHEMA_PATH = ROOT / "config" / "manifest.schema.json"
+SCHEMA = packaged("_config", "manifest.schema.json")
 # The token exchange and every platform call give up after this; the admin can retry.
 OAUTH_TIMEOUT = (5, 15)
 
@@ -30,7 +30,7 @@ class ManifestError(ValueError):
 
 def manifest_path() -> Path:
     """Return where manifest.json is read from."""
-    return Path(os.environ.get("ALLIANCE_MANIFEST_PATH") or ROOT / "manifest.json")
+    return Path(os.environ.get("ALLIANCE_MANIFEST_PATH") or packaged("manifest.json"))
 
 
 @functools.cache
@@ -39,7 +39,7 @@ def _load(path: Path) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ManifestError(
-            f"{path} not found: run from a checkout or set ALLIANCE_MANIFEST_PATH"
+            f"{path} not found: set ALLIANCE_MANIFEST_PATH to the manifest"
         ) from exc
 
 
@@ -55,7 +55,7 @@ def platform_table() -> dict:
 
 def validate_manifest(manifest: dict) -> None:
     """Raise ManifestError unless the manifest fits the schema and the webhook adapters."""
-    schema = json.loads(SCHEMA_PATH.read_text())
+    schema = json.loads(SCHEMA.read_text("utf-8"))
     errors = sorted(
         jsonschema.Draft202012Validator(schema).iter_errors(manifest), key=lambda e: e.json_path
     )

@@ -10,7 +10,19 @@ from pathlib import Path
 import pytest
 import requests
 
+from plugin.cli import main
 from tests.conftest import free_port, load_json
+
+
+def test_help_lists_our_commands_and_none_of_flasks(runner):
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line}
+    ours = {"serve", "worker", "dev-init", "demo", "db", "practice", "schedule", "manifest"}
+    assert ours <= listed
+    assert not listed & {"run", "routes", "shell"}
+    for flask_option in ("--debug", "--app", "--env-file", "--version", "-A", "-e"):
+        assert flask_option not in result.output
 
 
 def test_practice_add_then_list(runner):
