@@ -12,6 +12,7 @@ from plugin.core.crypto import vault
 from plugin.core.db import database
 from plugin.core.models import EhrConnection, EhrWrite, Practice, WriteStatus
 from plugin.core.tenancy import PracticeError, find_practice, platform_option
+from plugin.ehr.dead_letters import RequeueError, requeue_dead
 from plugin.ehr.keys import NoSigningKeyError, current_signer
 from plugin.ehr.smart import SmartError, TokenCache, discover, fetch_token, patient_search_scope
 from webhooks import ADAPTERS
@@ -179,21 +180,15 @@ def show_command(write_id: str) -> None:
 @click.option("--all-dead", is_flag=True, help="Retry every dead-lettered write.")
 def retry_command(write_ids: tuple[str, ...], all_dead: bool) -> None:
     """Send dead-lettered writes again, with a fresh retry window."""
+    if not (write_ids or all_dead):
+        raise click.ClickException("name write ids, or pass --all-dead")
     with database().sessions() as session:
-        query = select(EhrWrite).where(EhrWrite.status == WriteStatus.DEAD)
-        if not all_dead:
-            if not write_ids:
-                raise click.ClickException("name write ids, or pass --all-dead")
-            query = query.where(EhrWrite.id.in_(write_ids))
-        writes = session.scalars(query).all()
-        missing = set(write_ids) - {w.id for w in writes}
-        if missing:
-            raise click.ClickException(
-                f"not dead-lettered or unknown: {', '.join(sorted(missing))}"
+        try:
+            writes = requeue_dead(
+                session, datetime.now(UTC), write_ids=write_ids, all_dead=all_dead
             )
-        for write in writes:
-            write.status, write.next_attempt_at = WriteStatus.PENDING, datetime.now(UTC)
-            write.retry_until = None
+        except RequeueError as exc:
+            raise click.ClickException(str(exc)) from exc
         session.commit()
     click.echo(f"queued {len(writes)} write(s) again")
 
