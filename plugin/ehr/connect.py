@@ -59,7 +59,7 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _plain(reason: str, fhir_base: str) -> str:
+def explain(reason: str, fhir_base: str) -> str:
     """Explain a SmartError reason in words an admin can act on."""
     if reason.startswith("could not reach"):
         return (
@@ -104,7 +104,7 @@ def check_connection(
     try:
         facts = discover(http, fhir_base)
     except SmartError as exc:
-        step.problem = _plain(exc.reason, fhir_base)
+        step.problem = explain(exc.reason, fhir_base)
         return check
     check.facts = facts
     step.found = [
@@ -139,7 +139,7 @@ def check_connection(
         step.problem = f"{exc}"
         return check
     except SmartError as exc:
-        step.problem = _plain(exc.reason, fhir_base)
+        step.problem = explain(exc.reason, fhir_base)
         return check
     granted = token.get("scope", facts.scope())
     step.found = [f"token            granted {granted!r}, expires in {token.get('expires_in')} s"]
