@@ -4,8 +4,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Register the admin sign-in and the console's pages."""
-    from plugin.admin import auth, console
+    """Register the admin sign-in, the console's pages and the JSON API."""
+    from plugin.admin import api, auth, console
 
-    for part in (auth, console):
+    for part in (auth, console, api):
         part.init_app(app)
