@@ -57,9 +57,14 @@ def check_timezone(timezone: object) -> str:
 
 def check_ehr_target(ehr_target: object, root: Path) -> str:
     """Return the target if responses can be written there now; ValueError if not."""
-    if not isinstance(ehr_target, str) or len(ehr_target) > EHR_TARGET_MAX:
+    if (
+        not isinstance(ehr_target, str)
+        or len(ehr_target) > EHR_TARGET_MAX
+        or not ehr_target.isprintable()
+    ):
         raise ValueError(
-            f"the EHR target must be ndjson:<dir>, at most {EHR_TARGET_MAX} characters"
+            f"the EHR target must look like ndjson:<dir>, in at most {EHR_TARGET_MAX} printable "
+            "characters"
         )
     try:
         sink = sink_for(ehr_target, root)
