@@ -71,7 +71,12 @@ def list_command(status: str | None, account_id: str | None, limit: int) -> None
     if account_id:
         query = query.join(Practice).where(Practice.account_id == account_id)
     with database().sessions() as session:
-        for write in session.scalars(query):
+        writes = session.scalars(query).all()
+        if not writes:
+            click.echo("no EHR writes match")
+            return
+        click.echo("id\taccount\tstatus\tattempts\tpath\twhen\tlast error")
+        for write in writes:
             click.echo(_row(write))
 
 

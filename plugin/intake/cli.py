@@ -59,6 +59,8 @@ def list_command(
         events = session.scalars(query).unique().all()
         if not events:
             click.echo("no sessions match")
+            return
+        click.echo("id\tplatform\taccount\tended\tstatus\treason")
         for event in events:
             click.echo(_row(event))
 
