@@ -13,7 +13,7 @@ from plugin.admin.api.tokens import PREFIX, hash_token, revoke_token
 from plugin.core.audit import recent
 from plugin.core.models import ApiToken
 from tests.conftest import load_json
-from tests.support.api import ApiClient, token_for
+from tests.support.api import ApiClient, stuck_session, token_for
 
 BAD_REQUESTS = load_json("api/bad_requests.json")
 
@@ -203,6 +203,21 @@ def test_problems_and_stats_are_the_practices(api):
     stats = api.call("GET", "/api/v1/stats").json
     assert len(stats["weeks"]) == 12
     assert stats["timezone"] == "America/New_York"
+
+
+def test_a_problem_is_retried_or_refused_in_plain_words(api, db, practice):
+    unmatched = stuck_session(db, practice)
+    known = stuck_session(db, practice, status="failed", patient_ref="Patient/1")
+    listed = api.call("GET", "/api/v1/problems").json["session"]
+    assert {p["id"]: p["retryable"] for p in listed} == {unmatched.id: True, known.id: False}
+    assert api.call("POST", f"/api/v1/problems/session/{unmatched.id}/retry").status_code == 204
+    refused = api.call("POST", f"/api/v1/problems/session/{known.id}/retry")
+    assert refused.status_code == 409
+    assert refused.mimetype == "application/problem+json"
+    db.expire_all()
+    assert (db.get(type(unmatched), unmatched.id).status, known.status) == ("pending", "failed")
+    retried = [e for e in recent(db, practice.id) if e.action == "session.retried"]
+    assert [e.actor.split(":")[0] for e in retried] == ["api-token"]
 
 
 def _send(api, case):

@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import select
 
 from plugin.admin.api.openapi import document
-from plugin.core.models import Practice, SessionEvent, SessionStatus
+from plugin.core.models import Practice, SessionEvent
 from plugin.planning.schedules import history, list_overrides, set_override
 from tests.conftest import load_json
-from tests.support.api import ApiClient, token_for
+from tests.support.api import ApiClient, stuck_session, token_for
 
 CALLS = load_json("api/cross_practice_calls.json")
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
@@ -39,20 +39,7 @@ def other(app, db, other_practice):
             actor="cli",
             now=NOW,
         )
-    event = SessionEvent(
-        practice_id=other_practice.id,
-        platform="zoom",
-        event_id="evt-other",
-        session_id="s-other",
-        started_at=NOW,
-        ended_at=NOW,
-        status=SessionStatus.UNMATCHED,
-        reason="no_patient",
-        next_attempt_at=NOW,
-        received_at=NOW,
-    )
-    db.add(event)
-    db.commit()
+    event = stuck_session(db, other_practice)
     return other_practice, event
 
 

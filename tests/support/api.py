@@ -22,3 +22,29 @@ def token_for(db, practice, name: str = "tests", **kwargs) -> str:
     _, plaintext = create_token(db, practice.id, name, "cli", **kwargs)
     db.commit()
     return plaintext
+
+
+def stuck_session(db, practice, *, status: str = "unmatched", patient_ref: str | None = None):
+    """Add a session planning could not finish (unmatched, or failed) and return it."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from plugin.core.models import SessionEvent
+
+    now = datetime.now(UTC)
+    event = SessionEvent(
+        practice_id=practice.id,
+        platform="zoom",
+        event_id=f"evt-{uuid4().hex}",
+        session_id=f"s-{uuid4().hex[:8]}",
+        started_at=now,
+        ended_at=now,
+        patient_ref=patient_ref,
+        status=status,
+        reason="no_match" if status == "unmatched" else None,
+        next_attempt_at=now,
+        received_at=now,
+    )
+    db.add(event)
+    db.commit()
+    return event
