@@ -129,10 +129,13 @@ def test_a_practice_change_that_would_break_an_override_is_refused(app, db, prac
 
 def test_every_change_leaves_an_audit_line_with_its_actor(app, db, practice):
     with app.app_context():
+        # A minute apart, so the trail's newest-first order is the order they happened in.
         _practice_set(db, practice, first_sessions=6)
-        set_override(db, practice.id, DR, {"language": "es"}, actor="api-token:t1", now=NOW)
-        later = NOW + timedelta(minutes=1)
-        remove_override(db, practice.id, DR, actor="admin:u1", now=later)
+        minute = timedelta(minutes=1)
+        set_override(
+            db, practice.id, DR, {"language": "es"}, actor="api-token:t1", now=NOW + minute
+        )
+        remove_override(db, practice.id, DR, actor="admin:u1", now=NOW + 2 * minute)
     db.commit()
     lines = [(e.actor, e.action, e.detail) for e in reversed(recent(db, practice.id))]
     assert lines == [
