@@ -9,13 +9,14 @@ import time_machine
 from sqlalchemy import select
 
 from plugin.admin.api.openapi import document
-from plugin.admin.api.tokens import PREFIX, hash_token, revoke_token
+from plugin.admin.api.tokens import PREFIX, TokenError, create_token, hash_token, revoke_token
 from plugin.core.audit import recent
 from plugin.core.models import ApiToken
 from tests.conftest import load_json
 from tests.support.api import ApiClient, stuck_session, token_for
 
 BAD_REQUESTS = load_json("api/bad_requests.json")
+BAD_TOKENS = load_json("api/bad_tokens.json")
 
 
 @pytest.fixture
@@ -40,6 +41,16 @@ def test_a_token_is_256_random_bits_behind_a_prefix_and_only_its_hash_is_kept(db
     stored = db.scalars(select(ApiToken.token_hash)).all()
     assert sorted(stored) == sorted([hash_token(first), hash_token(second)])
     assert first not in json.dumps([e.detail for e in recent(db, practice.id)])
+
+
+@pytest.mark.parametrize(
+    "case", BAD_TOKENS, ids=lambda c: f"{c['field']}={c['name'][:8]!r},{c['expires_days']!r}"
+)
+def test_a_token_with_a_bad_name_or_expiry_is_refused_naming_it(db, practice, case):
+    with pytest.raises(TokenError) as refused:
+        create_token(db, practice.id, case["name"], "cli", case["expires_days"])
+    assert refused.value.field == case["field"]
+    assert db.scalars(select(ApiToken)).all() == []
 
 
 @pytest.mark.parametrize(
