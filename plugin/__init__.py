@@ -18,10 +18,10 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_BASE_URL"].startswith("https://")
 
-    from plugin import core, delivery, ehr, install, intake, planning, survey, therapist
+    from plugin import admin, core, delivery, ehr, install, intake, planning, survey, therapist
 
     # Core first (storage and secrets): every area after it may use them.
-    for area in (core, install, planning, ehr, delivery, intake, survey, therapist):
+    for area in (core, install, planning, ehr, delivery, intake, survey, therapist, admin):
         area.init_app(app)
 
     @app.get("/healthz")

@@ -44,7 +44,12 @@ def _wants_problem() -> bool:
 def _handle_http_error(exc: HTTPException) -> Response:
     # Werkzeug's own descriptions never contain request data, so they are safe to show.
     if _wants_problem():
-        return problem(exc.code or 500, exc.name, exc.description)
+        response = problem(exc.code or 500, exc.name, exc.description)
+        # Keep the headers the status relies on: Allow on a 405, Retry-After on a 429.
+        for name, value in exc.get_headers():
+            if name in ("Allow", "Retry-After"):
+                response.headers[name] = value
+        return response
     return page(exc.code or 500, "error.html", title=exc.name, message=exc.description)
 
 

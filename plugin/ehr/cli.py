@@ -10,26 +10,14 @@ from sqlalchemy import select
 
 from plugin.core.crypto import vault
 from plugin.core.db import database
-from plugin.core.models import EhrConnection, EhrWrite, Practice, WriteStatus
+from plugin.core.models import EhrWrite, Practice, WriteStatus
 from plugin.core.tenancy import PracticeError, find_practice, platform_option
-from plugin.ehr.errors import NoSigningKeyError, SmartError
-from plugin.ehr.keys import current_signer
-from plugin.ehr.smart import (
-    TokenCache,
-    discover,
-    fetch_token,
-    flag_scope,
-    patient_search_scope,
-    search_scope,
-)
-from webhooks import ADAPTERS
+from plugin.ehr.connect import check_connection, save_connection
+from plugin.ehr.dead_letters import RequeueError, requeue_dead
+from plugin.ehr.smart import TokenCache
 
 ehr_cli = AppGroup("ehr", help="Connect practices to their EHR's FHIR server.")
 writes_cli = AppGroup("ehr-writes", help="Inspect and retry responses on their way to the EHR.")
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
 
 
 @ehr_cli.command("connect")
@@ -44,120 +32,16 @@ def connect_command(account_id: str, fhir_base: str, client_id: str, platform: s
             practice = find_practice(session, account_id, platform)
         except PracticeError as exc:
             raise click.ClickException(str(exc)) from exc
-        try:
-            with requests.Session() as http:
-                facts = discover(http, fhir_base)
-            click.echo(f"FHIR server      {fhir_base}")
-            click.echo(f"token endpoint   {facts.token_endpoint}")
-            click.echo(f"SMART scopes     {'v2' if facts.smart_v2 else 'v1'}")
-            click.echo(f"transactions     {_yes(facts.transaction)}")
-            click.echo(f"QuestionnaireResponse create  {_yes(facts.questionnaire_response_create)}")
-            click.echo(f"Observation create            {_yes(facts.observation_create)}")
-            if not facts.observation_create:
-                raise click.ClickException("the server cannot create Observations; not connected")
-            if not facts.questionnaire_response_create and not facts.document_reference_create:
-                raise click.ClickException(
-                    "the server takes neither QuestionnaireResponse nor DocumentReference; "
-                    "not connected"
-                )
-            token = fetch_token(
-                client_id, facts.token_endpoint, facts.scope(), current_signer(session, vault())
-            )
-        except (SmartError, NoSigningKeyError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        granted = token.get("scope", facts.scope())
-        click.echo(f"token            granted {granted!r}, expires in {token.get('expires_in')} s")
-        missing = set(facts.scope().split()) - set(granted.split())
-        if missing:
-            raise click.ClickException(
-                f"the EHR did not grant {' '.join(sorted(missing))}; ask its administrator to "
-                "allow it for this client; not connected"
-            )
-        if getattr(ADAPTERS.get(practice.platform), "attendee_emails", None):
-            _check_patient_search(session, facts, client_id)
-        flags = _check_flags(session, facts, client_id)
-        what = (
-            "the response and its scores"
-            if facts.questionnaire_response_create
-            else "the scores and a readable summary (DocumentReference)"
-        )
-        how = "in one transaction" if facts.transaction else "one resource at a time"
-        click.echo(f"writes           {what}, {how}")
-
-        connection = practice.ehr_connection or EhrConnection(practice_id=practice.id)
-        connection.fhir_base = fhir_base.rstrip("/")
-        connection.client_id = client_id
-        connection.token_endpoint = facts.token_endpoint
-        connection.facts = {
-            **{k: v for k, v in vars(facts).items() if k != "token_endpoint"},
-            **flags,
-        }
-        connection.scope = facts.scope()
-        if flags["flag_write"]:
-            connection.scope += " " + flag_scope(facts.smart_v2)
-        connection.checked_at = datetime.now(UTC)
-        session.add(connection)
-        practice.ehr_target = connection.fhir_base
+        with requests.Session() as http:
+            check = check_connection(session, practice, fhir_base, client_id, vault(), http)
+        for step in check.steps:
+            for line in step.found:
+                click.echo(line)
+        if not check.ok:
+            raise click.ClickException(check.problem)
+        save_connection(session, practice, fhir_base, client_id, check, datetime.now(UTC))
         session.commit()
     click.echo(f"connected practice {account_id}")
-
-
-def _check_patient_search(session, facts, client_id: str) -> None:
-    """Refuse to connect a platform whose clients are found in the EHR unless we may search."""
-    # Zoom names no client: each session's client is the one Patient with an attendee's
-    # email, so without a search every session would end up unmatched, hours later.
-    scope = patient_search_scope(facts.smart_v2)
-    if not facts.patient_search:
-        raise click.ClickException(
-            "this platform's sessions name no client, and the server does not offer a Patient "
-            "search by email; not connected"
-        )
-    try:
-        token = fetch_token(
-            client_id, facts.token_endpoint, scope, current_signer(session, vault())
-        )
-    except (SmartError, NoSigningKeyError) as exc:
-        raise click.ClickException(
-            f"{exc}; this platform's clients are found by a Patient search, which needs {scope}; "
-            "not connected"
-        ) from exc
-    if scope not in token.get("scope", scope).split():
-        raise click.ClickException(
-            f"the EHR did not grant {scope}, which finding this platform's clients needs; ask "
-            "its administrator to allow it for this client; not connected"
-        )
-    click.echo(f"Patient search   granted {scope!r}")
-
-
-def _granted(session, facts, client_id: str, scope: str) -> bool:
-    """Whether the EHR grants this scope to us; a refusal is an answer, not an error."""
-    try:
-        token = fetch_token(
-            client_id, facts.token_endpoint, scope, current_signer(session, vault())
-        )
-    except (SmartError, NoSigningKeyError):
-        return False
-    return scope in token.get("scope", scope).split()
-
-
-def _check_flags(session, facts, client_id: str) -> dict[str, bool]:
-    """Find out whether rupture Flags can be written: Flag create/update and Observation reads.
-
-    Neither is required: without them responses and scores are still written, unflagged,
-    and each write notes why (`ehr-writes show`).
-    """
-    read = search_scope("Observation", facts.smart_v2)
-    write = flag_scope(facts.smart_v2)
-    found = {
-        "observation_search": facts.observation_search
-        and _granted(session, facts, client_id, read),
-        "flag_write": facts.flag_write and _granted(session, facts, client_id, write),
-    }
-    for scope, key in ((read, "observation_search"), (write, "flag_write")):
-        click.echo(f"rupture flags    {scope} {'granted' if found[key] else 'not available'}")
-    if not all(found.values()):
-        click.echo("rupture flags    off: responses are written without Flags")
-    return found
 
 
 def _row(write: EhrWrite) -> str:
@@ -187,7 +71,12 @@ def list_command(status: str | None, account_id: str | None, limit: int) -> None
     if account_id:
         query = query.join(Practice).where(Practice.account_id == account_id)
     with database().sessions() as session:
-        for write in session.scalars(query):
+        writes = session.scalars(query).all()
+        if not writes:
+            click.echo("no EHR writes match")
+            return
+        click.echo("id\taccount\tstatus\tattempts\tpath\twhen\tlast error")
+        for write in writes:
             click.echo(_row(write))
 
 
@@ -225,21 +114,15 @@ def show_command(write_id: str) -> None:
 @click.option("--all-dead", is_flag=True, help="Retry every dead-lettered write.")
 def retry_command(write_ids: tuple[str, ...], all_dead: bool) -> None:
     """Send dead-lettered writes again, with a fresh retry window."""
+    if not (write_ids or all_dead):
+        raise click.ClickException("name write ids, or pass --all-dead")
     with database().sessions() as session:
-        query = select(EhrWrite).where(EhrWrite.status == WriteStatus.DEAD)
-        if not all_dead:
-            if not write_ids:
-                raise click.ClickException("name write ids, or pass --all-dead")
-            query = query.where(EhrWrite.id.in_(write_ids))
-        writes = session.scalars(query).all()
-        missing = set(write_ids) - {w.id for w in writes}
-        if missing:
-            raise click.ClickException(
-                f"not dead-lettered or unknown: {', '.join(sorted(missing))}"
+        try:
+            writes = requeue_dead(
+                session, datetime.now(UTC), write_ids=write_ids, all_dead=all_dead
             )
-        for write in writes:
-            write.status, write.next_attempt_at = WriteStatus.PENDING, datetime.now(UTC)
-            write.retry_until = None
+        except RequeueError as exc:
+            raise click.ClickException(str(exc)) from exc
         session.commit()
     click.echo(f"queued {len(writes)} write(s) again")
 

@@ -107,7 +107,11 @@ def list_command() -> None:
     """List keys, newest first, with which one signs."""
     with database().sessions() as session:
         rows = session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())).all()
+    if not rows:
+        click.echo("no signing keys; make one with `alliance-check keys generate`")
+        return
     signing = next((r.kid for r in rows if r.retired_at is None), None)
+    click.echo("kid\talg\tcreated\tstate")
     for row in rows:
         state = "retired" if row.retired_at else ("signing" if row.kid == signing else "published")
         click.echo(f"{row.kid}\t{row.alg}\t{row.created_at:%Y-%m-%d}\t{state}")

@@ -2,6 +2,7 @@
 
 import fcntl
 import json
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +34,19 @@ class NdjsonSink:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
+
+    def check(self) -> None:
+        """Raise EhrTargetError unless the folder can be made and written to right now."""
+        # Found when the admin sets it, not when the first client's answers wait to be written.
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".probe-"):
+                pass
+        except OSError as exc:
+            raise EhrTargetError(
+                f"cannot write to {self.directory} ({type(exc).__name__}); choose a folder "
+                "the service may write to"
+            ) from exc
 
     def write(self, bundle: dict) -> str:
         """Write each entry once per identifier, with urn:uuid references resolved."""

@@ -133,8 +133,13 @@ def uninstall(
     account_id: str,
     now: datetime,
     http: requests.Session | None = None,
+    action: str = "uninstalled",
+    actor: str | None = None,
 ) -> bool:
     """Revoke the practice's tokens (best effort), delete every row of it, audit; commit.
+
+    The platform's uninstall is recorded as "uninstalled"; an admin's removal passes
+    action="removed" and who did it (`actor`, e.g. "cli").
 
     Returns False, storing nothing, when the account is not installed. Answers still waiting
     for the EHR are deleted with the practice: it withdrew its authority to receive them.
@@ -162,7 +167,8 @@ def uninstall(
             session, EhrWrite, practice_id, EhrWrite.status != WriteStatus.DONE
         ),
     }
-    _audit(session, practice, "uninstalled", now, tokens_revoked=tokens_revoked, **counts)
+    by = {"actor": actor} if actor else {}
+    _audit(session, practice, action, now, tokens_revoked=tokens_revoked, **by, **counts)
     # A Core delete, so the database's ON DELETE CASCADE removes the events, invitations (with
     # contacts and link tokens), EHR writes, EHR connection, schedules and opt-outs, in the
     # same transaction as the audit row; the ORM would try to unlink children one by one.
@@ -170,6 +176,6 @@ def uninstall(
     session.commit()
     log.info(
         "uninstall.done",
-        extra={"practice_id": practice_id, "platform": platform, **counts},
+        extra={"practice_id": practice_id, "platform": platform, "action": action, **counts},
     )
     return True

@@ -59,11 +59,15 @@ class PlatformAuthError(PlatformError):
 
 @dataclass(frozen=True)
 class Identity:
-    """Who installed: the platform account, its display name and time zone."""
+    """Who consented: the platform account, its name and time zone, and the user's id and role."""
 
     account_id: str
     name: str
     timezone: str
+    # The signed-in user's platform id (None when the platform gives none) ...
+    user_id: str | None = None
+    # ... and whether the platform says they administer the account (its identity call's role).
+    is_admin: bool = False
 
 
 class _OAuthClient(OAuth2Client):
@@ -160,11 +164,17 @@ def fetch_identity(settings: PlatformSettings, token: dict, http: requests.Sessi
     names = [body.get(field) for field in spec["name"]]
     name = next((n.strip() for n in names if isinstance(n, str) and n.strip()), "")
     zone = body.get(spec.get("timezone", ""))
+    user_id = body.get(spec.get("user_id", ""))
+    user_id = str(user_id).strip()[:128] if isinstance(user_id, str | int) else ""
+    role = body.get(spec.get("role", ""))
     return Identity(
         account_id=account_id,
         # The practice's name is shown to its clients; an empty one would read oddly.
         name=(name or f"{settings.display_name} account {account_id}")[:200],
         timezone=zone if isinstance(zone, str) and is_iana_timezone(zone) else "UTC",
+        user_id=user_id or None,
+        # No role field, or a role not listed, is not an admin: the console is refused.
+        is_admin=isinstance(role, str) and role in spec.get("admin_roles", []),
     )
 
 

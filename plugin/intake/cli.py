@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from plugin.core.db import database
 from plugin.core.models import Practice, SessionEvent, SessionStatus
+from plugin.intake.retry import RetryError, retry_sessions
 
 STATUSES = [status.value for status in SessionStatus]
 
@@ -58,6 +59,8 @@ def list_command(
         events = session.scalars(query).unique().all()
         if not events:
             click.echo("no sessions match")
+            return
+        click.echo("id\tplatform\taccount\tended\tstatus\treason")
         for event in events:
             click.echo(_row(event))
 
@@ -67,32 +70,15 @@ def list_command(
 @click.option("--all-unmatched", is_flag=True, help="Retry every unmatched session.")
 def retry_command(session_ids: tuple[str, ...], all_unmatched: bool) -> None:
     """Plan unmatched or failed sessions again, e.g. once the client's Patient is in the EHR."""
+    if not (session_ids or all_unmatched):
+        raise click.ClickException("name session ids, or pass --all-unmatched")
     with database().sessions() as session:
-        query = select(SessionEvent).where(
-            SessionEvent.status.in_((SessionStatus.UNMATCHED, SessionStatus.FAILED))
-        )
-        if all_unmatched:
-            query = query.where(SessionEvent.status == SessionStatus.UNMATCHED)
-        elif session_ids:
-            query = query.where(SessionEvent.id.in_(session_ids))
-        else:
-            raise click.ClickException("name session ids, or pass --all-unmatched")
-        events = session.scalars(query).unique().all()
-        missing = set(session_ids) - {event.id for event in events}
-        if missing:
-            raise click.ClickException(f"not unmatched or failed, or unknown: {sorted(missing)}")
-        # A session whose client was known kept their contact only until it failed; with it
-        # deleted there is no one to send to. Only a look-up (Zoom) can find them again.
-        known = sorted(event.id for event in events if event.patient_ref is not None)
-        if known:
-            raise click.ClickException(
-                f"cannot retry {known}: the client's contact details were deleted when planning "
-                "failed; nothing changed"
+        try:
+            events = retry_sessions(
+                session, datetime.now(UTC), session_ids=session_ids, all_unmatched=all_unmatched
             )
-        now = datetime.now(UTC)
-        for event in events:
-            event.status, event.reason, event.last_error = SessionStatus.PENDING, None, None
-            event.attempts, event.next_attempt_at = 0, now
+        except RetryError as exc:
+            raise click.ClickException(str(exc)) from exc
         session.commit()
     click.echo(f"queued {len(events)} session(s) for planning again")
 

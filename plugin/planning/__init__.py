@@ -4,8 +4,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Add the `schedule` commands."""
-    from plugin.planning import schedules
+    """Add the `schedule` commands and `practice set`."""
+    from plugin.planning import practice_settings, schedule_cli
 
-    for part in (schedules,):
+    for part in (schedule_cli, practice_settings):
         part.init_app(app)

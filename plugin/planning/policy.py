@@ -38,7 +38,13 @@ _MEANINGS = {
 
 
 class PolicyError(ValueError):
-    """A policy setting is invalid; the message names the field, clearly."""
+    """A policy setting is invalid; the message names the field, clearly, and so does `field`."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        # The setting at fault, for surfaces that point at it (the API's 422); None for the
+        # policy as a whole.
+        self.field = field
 
 
 def _whole(name: str, value: object) -> int:
@@ -46,10 +52,14 @@ def _whole(name: str, value: object) -> int:
     # bool is an int to Python, but `first_sessions = true` is a mistake, not a 1.
     if isinstance(value, bool) or not isinstance(value, int):
         raise PolicyError(
-            f"{name} must be a whole number from {low} to {high} ({_MEANINGS[name]}), not {value!r}"
+            f"{name} must be a whole number from {low} to {high} ({_MEANINGS[name]}), "
+            f"not {value!r}",
+            name,
         )
     if not low <= value <= high:
-        raise PolicyError(f"{name} must be from {low} to {high} ({_MEANINGS[name]}), not {value}")
+        raise PolicyError(
+            f"{name} must be from {low} to {high} ({_MEANINGS[name]}), not {value}", name
+        )
     return value
 
 
@@ -63,7 +73,7 @@ def _clock(name: str, value: object) -> time:
             parsed = None
         if parsed is not None and len(value) == 5 and parsed.tzinfo is None:
             return parsed
-    raise PolicyError(f'{name} must be a local time as "HH:MM", e.g. "21:00", not {value!r}')
+    raise PolicyError(f'{name} must be a local time as "HH:MM", e.g. "21:00", not {value!r}', name)
 
 
 def _channels(value: object) -> tuple[str, ...]:
@@ -71,13 +81,14 @@ def _channels(value: object) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
         raise PolicyError(
             f'channels must be a non-empty list in the order to try, e.g. ["sms", "email"], '
-            f"not {value!r}"
+            f"not {value!r}",
+            "channels",
         )
     for channel in value:
         if channel not in CHANNELS:
-            raise PolicyError(f"channels: each must be {allowed}, not {channel!r}")
+            raise PolicyError(f"channels: each must be {allowed}, not {channel!r}", "channels")
     if len(set(value)) != len(value):
-        raise PolicyError(f"channels must not repeat a channel: {list(value)!r}")
+        raise PolicyError(f"channels must not repeat a channel: {list(value)!r}", "channels")
     return tuple(value)
 
 
@@ -86,7 +97,8 @@ def _questionnaire(value: object) -> str:
     if not (bar and url.strip() and version.strip()) or len(value) > 300 or value != value.strip():
         raise PolicyError(
             'questionnaire must be the canonical "url|version" of a Questionnaire, '
-            f"at most 300 characters, not {value!r}"
+            f"at most 300 characters, not {value!r}",
+            "questionnaire",
         )
     return value
 
@@ -118,17 +130,20 @@ class Policy:
         object.__setattr__(self, "channels", _channels(self.channels))
         if self.language not in LANGUAGES:
             raise PolicyError(
-                f"language must be one of {', '.join(LANGUAGES)}, not {self.language!r}"
+                f"language must be one of {', '.join(LANGUAGES)}, not {self.language!r}",
+                "language",
             )
         if self.first_sessions == 0 and self.then_every == 0:
             raise PolicyError(
-                "first_sessions and then_every are both 0, so no session would ever be asked"
+                "first_sessions and then_every are both 0, so no session would ever be asked",
+                "then_every",
             )
         before_expiry = timedelta(hours=self.expires_after_hours - self.reminder_after_hours)
         if self.reminder_after_hours and before_expiry < REMINDER_MARGIN:
             raise PolicyError(
                 f"reminder_after_hours ({self.reminder_after_hours}) must be at least 1 hour "
-                f"before expires_after_hours ({self.expires_after_hours}), or 0 for no reminder"
+                f"before expires_after_hours ({self.expires_after_hours}), or 0 for no reminder",
+                "reminder_after_hours",
             )
 
     def to_dict(self) -> dict:
@@ -148,10 +163,13 @@ class Policy:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise PolicyError(
-                f"unknown setting {unknown[0]!r}; the settings are: {', '.join(known)}"
+                f"unknown setting {unknown[0]!r}; the settings are: {', '.join(known)}",
+                unknown[0],
             )
         if "questionnaire" not in data:
-            raise PolicyError('questionnaire is required: the canonical "url|version"')
+            raise PolicyError(
+                'questionnaire is required: the canonical "url|version"', "questionnaire"
+            )
         return cls(**data)
 
 

@@ -1,32 +1,52 @@
-"""Schedule policies in the database, versioned, and the `schedule` command that changes them."""
+"""Schedule policies in the database: versioned practice policies and practitioner overrides.
+
+These are the service functions the `schedule` command, the JSON API and the console share.
+A practice's policy is a whole policy. A practitioner's override holds only the settings it
+changes; the rest come from the practice's policy in effect when a session is planned.
+"""
 
 import functools
-import json
-import tomllib
-from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 
-import click
-from flask import Flask, current_app, has_app_context
-from flask.cli import AppGroup
+from flask import current_app, has_app_context
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fhir_mappings.instrument import load_bundled
-from plugin.core.db import database
-from plugin.core.models import Invitation, InvitationStatus, Practice, SchedulePolicy, SessionEvent
-from plugin.core.tenancy import PracticeError, find_practice, platform_option
-from plugin.planning.policy import Policy, PolicyError, preview, zone
+from plugin.core import audit
+from plugin.core.models import Invitation, InvitationStatus, SchedulePolicy, SessionEvent
+from plugin.planning.policy import Policy, PolicyError, PreviewRow, preview, zone
 
 # The built-in default: a practice with no stored policy records version 0 (policy_id None).
 DEFAULT_VERSION = 0
+# The practice-wide policy's practitioner_ref.
+PRACTICE = ""
 # Invitations in these states never reached the client, so they do not count towards the gap.
 _NOT_SENT = (InvitationStatus.FAILED, InvitationStatus.CANCELLED)
 # Two admins saving at once collide on the unique version; the loser retries on top.
 _SET_ATTEMPTS = 3
 # The made-up client's sessions end just before the default quiet hours, so the push shows.
 PREVIEW_SESSION_END = time(20, 55)
+# The reference a webhook names a practitioner by (webhooks/schemas/session-ended.schema.json).
+_PRACTITIONER_REF = re.compile(r"Practitioner/[A-Za-z0-9.\-]{1,64}")
+
+
+class NoOverrideError(LookupError):
+    """The practitioner has no override to change or remove."""
+
+
+@dataclass(frozen=True)
+class Override:
+    """A practitioner's override in effect: only the settings it changes, and its version."""
+
+    practitioner_ref: str
+    settings: dict
+    policy_id: str
+    version: int
+    created_at: datetime
 
 
 @functools.cache
@@ -46,6 +66,30 @@ def default_policy() -> Policy:
     return Policy(questionnaire=default_questionnaire())
 
 
+def check_practitioner_ref(practitioner_ref: object) -> str:
+    """Return the reference if it is Practitioner/<FHIR id>, as webhooks name practitioners."""
+    if not isinstance(practitioner_ref, str) or not _PRACTITIONER_REF.fullmatch(practitioner_ref):
+        raise PolicyError(
+            "practitioner must be a reference like Practitioner/123 (an id of 1 to 64 of "
+            "A-Z a-z 0-9 - .), as the platform's webhooks name practitioners",
+            "practitioner",
+        )
+    return practitioner_ref
+
+
+def check_policy(settings: dict) -> Policy:
+    """Return the policy these settings make; PolicyError if invalid or not installed here."""
+    policy = Policy.from_dict(settings)
+    offered = current_app.extensions["instruments"] if has_app_context() else None
+    if offered is not None and policy.questionnaire not in offered:
+        raise PolicyError(
+            f"questionnaire {policy.questionnaire!r} is not installed; this deployment offers: "
+            f"{', '.join(sorted(offered))}",
+            "questionnaire",
+        )
+    return policy
+
+
 def _latest(session: Session, practice_id: str, practitioner_ref: str) -> SchedulePolicy | None:
     return session.scalar(
         select(SchedulePolicy)
@@ -58,49 +102,58 @@ def _latest(session: Session, practice_id: str, practitioner_ref: str) -> Schedu
     )
 
 
-def _loaded(row: SchedulePolicy) -> Policy:
+def _loaded(row: SchedulePolicy, base: Policy | None = None) -> Policy:
+    settings = row.settings if base is None else base.to_dict() | row.settings
     try:
-        return Policy.from_dict(row.settings)
+        return Policy.from_dict(settings)
     except PolicyError as exc:
         # Valid when stored; only a code change can make it not so. Say which row to fix.
         raise PolicyError(
-            f"stored schedule policy {row.id} (version {row.version}): {exc}"
+            f"stored schedule policy {row.id} (version {row.version}): {exc}", exc.field
         ) from exc
+
+
+def practice_policy(session: Session, practice_id: str) -> tuple[Policy, SchedulePolicy | None]:
+    """Return the practice-wide policy in effect and its row (None: the built-in default)."""
+    row = _latest(session, practice_id, PRACTICE)
+    return (default_policy(), None) if row is None else (_loaded(row), row)
 
 
 def current_policy(
     session: Session, practice_id: str, practitioner_ref: str | None
 ) -> tuple[Policy, str | None, int]:
-    """Return (policy, id, version): the practitioner's, else the practice's, else default."""
-    refs = [practitioner_ref, ""] if practitioner_ref else [""]
-    for ref in refs:
-        row = _latest(session, practice_id, ref)
-        if row is not None:
-            return _loaded(row), row.id, row.version
-    return default_policy(), None, DEFAULT_VERSION
+    """Return (policy, id, version) in effect for a practitioner's session at the practice.
+
+    An override's settings are laid over the practice's policy in effect now, so it follows
+    later changes to every setting it does not name; id and version are then the override's.
+    """
+    base, row = practice_policy(session, practice_id)
+    if practitioner_ref:
+        override = _latest(session, practice_id, practitioner_ref)
+        # An empty version is a removed override: nothing changed, the practice's applies.
+        if override is not None and override.settings:
+            return _loaded(override, base), override.id, override.version
+    if row is None:
+        return base, None, DEFAULT_VERSION
+    return base, row.id, row.version
 
 
-def set_policy(
-    session: Session,
-    practice_id: str,
-    practitioner_ref: str | None,
-    policy: Policy,
-    now: datetime,
+def _add_version(
+    session: Session, practice_id: str, practitioner_ref: str, settings: dict, now: datetime
 ) -> SchedulePolicy:
-    """Add the next version (never update a row); the caller commits."""
-    ref = practitioner_ref or ""
+    """Add the next version of one practice's (or practitioner's) settings; never update."""
     for attempt in range(_SET_ATTEMPTS):
         latest = session.scalar(
             select(func.max(SchedulePolicy.version)).where(
                 SchedulePolicy.practice_id == practice_id,
-                SchedulePolicy.practitioner_ref == ref,
+                SchedulePolicy.practitioner_ref == practitioner_ref,
             )
         )
         row = SchedulePolicy(
             practice_id=practice_id,
-            practitioner_ref=ref,
+            practitioner_ref=practitioner_ref,
             version=(latest or DEFAULT_VERSION) + 1,
-            settings=policy.to_dict(),
+            settings=settings,
             created_at=now,
         )
         try:
@@ -112,6 +165,193 @@ def set_policy(
             continue
         return row
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def set_policy(
+    session: Session,
+    practice_id: str,
+    practitioner_ref: str | None,
+    policy: Policy,
+    now: datetime,
+) -> SchedulePolicy:
+    """Add the next version holding the whole policy, unchecked and unaudited; the caller commits.
+
+    For seeding (dev-init, tests, benchmarks); admins change schedules through
+    change_practice_policy and set_override.
+    """
+    return _add_version(session, practice_id, practitioner_ref or PRACTICE, policy.to_dict(), now)
+
+
+def _changed_fields(before: dict, after: dict) -> list[str]:
+    return sorted(key for key in after if before.get(key) != after[key])
+
+
+def change_practice_policy(
+    session: Session, practice_id: str, settings: dict, *, actor: str, now: datetime
+) -> SchedulePolicy | None:
+    """Store settings as the practice's next version, audited; None if that is in effect.
+
+    Refuses (PolicyError) invalid settings, and settings under which an override would no
+    longer make a valid policy. The caller commits.
+    """
+    policy = check_policy(settings)
+    before, latest = practice_policy(session, practice_id)
+    if latest is not None and before == policy:
+        return None
+    for override in list_overrides(session, practice_id):
+        try:
+            Policy.from_dict(policy.to_dict() | override.settings)
+        except PolicyError as exc:
+            raise PolicyError(
+                f"the override for {override.practitioner_ref} would no longer be valid: {exc}; "
+                "change or remove that override first",
+                exc.field,
+            ) from exc
+    row = _add_version(session, practice_id, PRACTICE, policy.to_dict(), now)
+    fields = _changed_fields(before.to_dict(), policy.to_dict())
+    audit.record(
+        session, practice_id, actor, "schedule.set", now=now, version=row.version, fields=fields
+    )
+    return row
+
+
+def set_override(
+    session: Session,
+    practice_id: str,
+    practitioner_ref: str,
+    settings: dict,
+    *,
+    actor: str,
+    now: datetime,
+) -> SchedulePolicy | None:
+    """Store a practitioner's override of exactly these settings, audited; None if unchanged.
+
+    The settings it leaves out follow the practice's policy. Refuses (PolicyError) a bad
+    reference, no settings, or settings that with the practice's make no valid policy. The
+    caller commits.
+    """
+    ref = check_practitioner_ref(practitioner_ref)
+    if not isinstance(settings, dict) or not settings:
+        raise PolicyError(
+            "an override changes at least one setting; to follow the practice's schedule, "
+            "remove the override",
+            "settings",
+        )
+    base, _ = practice_policy(session, practice_id)
+    merged = check_policy(base.to_dict() | settings).to_dict()
+    # Stored as the policy writes them ("HH:MM", lists), so equal settings compare equal.
+    stored = {key: merged[key] for key in settings}
+    latest = _latest(session, practice_id, ref)
+    if latest is not None and latest.settings == stored:
+        return None
+    row = _add_version(session, practice_id, ref, stored, now)
+    audit.record(
+        session,
+        practice_id,
+        actor,
+        "override.set",
+        now=now,
+        practitioner=ref,
+        version=row.version,
+        fields=sorted(stored),
+    )
+    return row
+
+
+def remove_override(
+    session: Session, practice_id: str, practitioner_ref: str, *, actor: str, now: datetime
+) -> SchedulePolicy:
+    """End a practitioner's override, audited; NoOverrideError if there is none. Caller commits.
+
+    The end is an empty version, so the history (and what invitations recorded) is kept.
+    """
+    latest = _latest(session, practice_id, practitioner_ref)
+    if latest is None or not latest.settings:
+        raise NoOverrideError(f"{practitioner_ref} has no override")
+    row = _add_version(session, practice_id, practitioner_ref, {}, now)
+    audit.record(
+        session,
+        practice_id,
+        actor,
+        "override.removed",
+        now=now,
+        practitioner=practitioner_ref,
+        version=row.version,
+    )
+    return row
+
+
+def list_overrides(session: Session, practice_id: str) -> list[Override]:
+    """Return the practice's overrides in effect, by practitioner reference."""
+    newest = (
+        select(SchedulePolicy.practitioner_ref, func.max(SchedulePolicy.version).label("version"))
+        .where(
+            SchedulePolicy.practice_id == practice_id,
+            SchedulePolicy.practitioner_ref != PRACTICE,
+        )
+        .group_by(SchedulePolicy.practitioner_ref)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(SchedulePolicy)
+        .join(
+            newest,
+            (SchedulePolicy.practitioner_ref == newest.c.practitioner_ref)
+            & (SchedulePolicy.version == newest.c.version),
+        )
+        .where(SchedulePolicy.practice_id == practice_id)
+        .order_by(SchedulePolicy.practitioner_ref)
+    )
+    return [
+        Override(row.practitioner_ref, dict(row.settings), row.id, row.version, row.created_at)
+        for row in rows
+        if row.settings
+    ]
+
+
+def find_override(session: Session, practice_id: str, practitioner_ref: str) -> Override:
+    """Return one practitioner's override in effect; NoOverrideError if there is none."""
+    for override in list_overrides(session, practice_id):
+        if override.practitioner_ref == practitioner_ref:
+            return override
+    raise NoOverrideError(f"{practitioner_ref} has no override")
+
+
+def history(
+    session: Session, practice_id: str, practitioner_ref: str | None = None, limit: int = 100
+) -> list[SchedulePolicy]:
+    """Return the versions of the practice's policy (or one override), newest first.
+
+    An override's version with no settings is where it was removed.
+    """
+    return list(
+        session.scalars(
+            select(SchedulePolicy)
+            .where(
+                SchedulePolicy.practice_id == practice_id,
+                SchedulePolicy.practitioner_ref == (practitioner_ref or PRACTICE),
+            )
+            .order_by(SchedulePolicy.version.desc())
+            .limit(limit)
+        )
+    )
+
+
+def _next_monday(today: date) -> date:
+    return today + timedelta(days=7 - today.weekday())
+
+
+def preview_schedule(
+    policy: Policy, timezone: str, start: date | None = None, sessions: int = 20
+) -> list[PreviewRow]:
+    """Return what the policy does for a made-up weekly client (ValueError for a bad zone).
+
+    Sessions end at PREVIEW_SESSION_END local time, from `start` or else next Monday.
+    """
+    tz = zone(timezone)
+    first_day = start or _next_monday(datetime.now(tz).date())
+    first = datetime.combine(first_day, PREVIEW_SESSION_END, tzinfo=tz)
+    return list(preview(policy, first_session=first, timezone=timezone, sessions=sessions))
 
 
 def session_number(
@@ -148,224 +388,3 @@ def previous_due_at(
             Invitation.status.not_in(_NOT_SENT),
         )
     )
-
-
-# ---- the `schedule` command -------------------------------------------------------------------
-
-
-def _practice(session: Session, account: str, platform: str) -> Practice:
-    try:
-        return find_practice(session, account, platform)
-    except PracticeError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _source(practitioner_ref: str | None, policy_id: str | None, version: int, session, practice):
-    if policy_id is None:
-        return "the built-in default (nothing stored yet)"
-    if practitioner_ref and _latest(session, practice.id, practitioner_ref) is not None:
-        return f"the override for {practitioner_ref}, version {version}"
-    override = f" ({practitioner_ref} has no override)" if practitioner_ref else ""
-    return f"the practice policy, version {version}{override}"
-
-
-def to_toml(policy: Policy) -> str:
-    """Return the policy as TOML lines, in the shape config/schedules/*.toml uses."""
-    # JSON strings, integers and string lists are also valid TOML values.
-    return "\n".join(f"{key} = {json.dumps(value)}" for key, value in policy.to_dict().items())
-
-
-def _checked(policy_data: dict) -> Policy:
-    try:
-        policy = Policy.from_dict(policy_data)
-    except PolicyError as exc:
-        raise click.ClickException(f"{exc}; nothing stored") from exc
-    offered = current_app.extensions["instruments"]
-    if policy.questionnaire not in offered:
-        raise click.ClickException(
-            f"questionnaire {policy.questionnaire!r} is not installed; this deployment offers: "
-            f"{', '.join(sorted(offered))}; nothing stored"
-        )
-    return policy
-
-
-def _from_file(path: Path, questionnaire: str) -> dict:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.ClickException(
-            f"cannot read {path}: {exc.strerror or type(exc).__name__}"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise click.ClickException(f"{path} is not valid TOML: {exc}") from exc
-    # Schedule files describe timing; which instrument a practice is licensed for stays put.
-    data.setdefault("questionnaire", questionnaire)
-    return data
-
-
-def _parse_assignment(assignment: str) -> tuple[str, object]:
-    key, equals, raw = assignment.partition("=")
-    key, raw = key.strip(), raw.strip()
-    if not (equals and key):
-        raise click.BadParameter(f"{assignment!r} is not key=value", param_hint="--set")
-    try:
-        # TOML values: 6, ["sms", "email"], "es"; anything else is taken as a bare string.
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    if key == "channels" and isinstance(value, str):
-        value = [c.strip() for c in value.split(",")]  # --set channels=sms,email
-    return key, value
-
-
-@click.group("schedule", cls=AppGroup)
-def schedule_cli() -> None:
-    """Show, change and preview practices' questionnaire schedules."""
-
-
-_account = click.argument("account")
-_practitioner = click.option(
-    "--practitioner", "practitioner_ref", help="A practitioner's override, e.g. Practitioner/42."
-)
-
-
-@schedule_cli.command("show", short_help="Print the policy in effect and its version.")
-@_account
-@platform_option
-@_practitioner
-def show_command(account: str, platform: str, practitioner_ref: str | None) -> None:
-    """Print the policy in effect for ACCOUNT (or one practitioner there), and its version."""
-    with database().sessions() as session:
-        practice = _practice(session, account, platform)
-        policy, policy_id, version = current_policy(session, practice.id, practitioner_ref)
-        source = _source(practitioner_ref, policy_id, version, session, practice)
-    click.echo(f"# {practice.name} ({account}): {source}")
-    click.echo(to_toml(policy))
-
-
-@schedule_cli.command("set", short_help="Store the next version of a policy.")
-@_account
-@platform_option
-@_practitioner
-@click.option(
-    "--file",
-    "file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A whole policy, e.g. config/schedules/sms-first.toml; unnamed settings take defaults.",
-)
-@click.option(
-    "--set",
-    "assignments",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Change one setting of the policy in effect; repeat for more.",
-)
-def set_command(
-    account: str,
-    platform: str,
-    practitioner_ref: str | None,
-    file: Path | None,
-    assignments: tuple[str, ...],
-) -> None:
-    """Store a new version of ACCOUNT's policy (or a practitioner's override)."""
-    if bool(file) == bool(assignments):
-        raise click.UsageError("give either --file or one or more --set key=value")
-    with database().sessions() as session:
-        practice = _practice(session, account, platform)
-        current, _, _ = current_policy(session, practice.id, practitioner_ref)
-        if file:
-            data = _from_file(file, current.questionnaire)
-        else:
-            data = current.to_dict() | dict(_parse_assignment(a) for a in assignments)
-        policy = _checked(data)
-        same_level = _latest(session, practice.id, practitioner_ref or "")
-        if same_level is not None and _loaded(same_level) == policy:
-            click.echo(f"unchanged: version {same_level.version} already says this")
-            return
-        row = set_policy(session, practice.id, practitioner_ref, policy, datetime.now(UTC))
-        session.commit()
-    whose = f"the override for {practitioner_ref}" if practitioner_ref else "the practice policy"
-    click.echo(f"stored {whose} of {account} as version {row.version}")
-
-
-def _next_monday(today: date) -> date:
-    return today + timedelta(days=7 - today.weekday())
-
-
-_REASONS = {
-    "first_sessions": "one of the first {p.first_sessions}",
-    "every_kth": "then one in every {p.then_every}",
-    "not_scheduled": "not scheduled",
-    "min_gap": "within {p.min_gap_days} days of the last one",
-}
-
-
-def _local(moment: datetime | None, timezone: str) -> str:
-    return moment.astimezone(zone(timezone)).strftime("%a %Y-%m-%d %H:%M") if moment else "-"
-
-
-@schedule_cli.command("preview", short_help="Show which of sessions 1-20 would be asked, and when.")
-@_account
-@platform_option
-@_practitioner
-@click.option("--timezone", help="The made-up client's IANA zone [default: the practice's].")
-@click.option(
-    "--file",
-    "file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Preview this policy file instead of the stored policy; nothing is stored.",
-)
-@click.option(
-    "--start",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
-    help="The first session's date [default: next Monday].",
-)
-def preview_command(
-    account: str,
-    platform: str,
-    practitioner_ref: str | None,
-    timezone: str | None,
-    file: Path | None,
-    start: datetime | None,
-) -> None:
-    """Print which of a made-up client's weekly sessions 1-20 would be asked, and when."""
-    with database().sessions() as session:
-        practice = _practice(session, account, platform)
-        policy, policy_id, version = current_policy(session, practice.id, practitioner_ref)
-        source = _source(practitioner_ref, policy_id, version, session, practice)
-    if file:
-        policy, source = _checked(_from_file(file, policy.questionnaire)), str(file)
-    timezone = timezone or practice.timezone
-    try:
-        tz = zone(timezone)
-    except ValueError as exc:
-        raise click.ClickException(f"{exc}; use an IANA name like Europe/Paris") from exc
-    first_day = start.date() if start else _next_monday(datetime.now(tz).date())
-    first = datetime.combine(first_day, PREVIEW_SESSION_END, tzinfo=tz)
-
-    click.echo(f"# {practice.name} ({account}): {source}")
-    click.echo(
-        f"# a made-up client in {timezone}, weekly sessions ending "
-        f"{PREVIEW_SESSION_END:%H:%M}; all times are the client's local time"
-    )
-    click.echo(
-        f"{'session':>7}  {'ended':<20}  {'asked':<5}  {'why':<30}  {'sent':<20}  "
-        "reminder if unanswered"
-    )
-    asked = []
-    for row in preview(policy, first_session=first, timezone=timezone):
-        decision = row.decision
-        if decision.ask:
-            asked.append(str(row.session_number))
-        click.echo(
-            f"{row.session_number:>7}  {_local(row.ended_at, timezone):<20}  "
-            f"{'yes' if decision.ask else 'no':<5}  "
-            f"{_REASONS[decision.reason].format(p=policy):<30}  "
-            f"{_local(decision.due_at, timezone):<20}  {_local(row.reminder_at, timezone)}"
-        )
-    click.echo(f"asked after sessions {', '.join(asked) or 'none'}")
-
-
-def init_app(app: Flask) -> None:
-    """Add the `schedule` commands."""
-    app.cli.add_command(schedule_cli)

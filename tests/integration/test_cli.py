@@ -70,7 +70,8 @@ def test_one_account_id_on_two_platforms_is_two_practices(runner):
     result = runner.invoke(args=["practice", "add", "acme", "--platform", "zoom", "--name", "Z"])
     assert result.exit_code == 0, result.output
     listed = runner.invoke(args=["practice", "list"]).output.splitlines()
-    assert [line.split("\t")[:2] for line in listed] == [["standard", "acme"], ["zoom", "acme"]]
+    assert listed[0].split("\t")[:2] == ["platform", "account"]
+    assert [line.split("\t")[:2] for line in listed[1:]] == [["standard", "acme"], ["zoom", "acme"]]
     # Commands that name a practice say which platform's they mean.
     missing = runner.invoke(args=["schedule", "show", "acme", "--platform", "zoom"])
     assert missing.exit_code == 0, missing.output

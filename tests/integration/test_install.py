@@ -47,7 +47,7 @@ def test_install_creates_the_practice_with_a_sealed_token_and_opens_setup(
     response = client.get(begin(client))
 
     assert response.status_code == 302
-    assert response.headers["Location"] == "/setup"
+    assert response.headers["Location"] == "/console/"
     [practice] = practices(db)
     assert (practice.platform, practice.account_id) == ("zoom", "zoom-acct-riverside")
     assert practice.name == "Riverside Therapy"
@@ -63,13 +63,14 @@ def test_install_creates_the_practice_with_a_sealed_token_and_opens_setup(
     [event] = db.scalars(select(InstallEvent)).all()
     assert (event.action, event.practice_id) == ("installed", practice.id)
 
-    setup = client.get("/setup")
+    assert client.get("/setup").headers["Location"] == "/console/"
+    setup = client.get("/console/")
     assert setup.status_code == 200
     page = setup.get_data(as_text=True)
     assert "Riverside Therapy" in page
     assert "Zoom" in page
-    assert "alliance-check ehr connect zoom-acct-riverside" in page
-    assert "alliance-check schedule show zoom-acct-riverside --platform zoom" in page
+    # The admin does it all in the console: no operator commands are handed out any more.
+    assert "alliance-check" not in page
     # The admin's own identity is not the practice's business to display.
     assert "robin.admin@riverside.example" not in page
     assert setup.headers["Cache-Control"] == "no-store"
@@ -196,7 +197,8 @@ def test_identity_without_a_name_or_zone_gets_safe_defaults(client, db, zoom_pla
 def test_setup_needs_the_admin_session(client, app, db, zoom_platform):
     assert client.get("/setup").status_code == 401
     client.get(begin(client))
-    assert client.get("/setup").status_code == 200
+    assert client.get("/setup").status_code == 302
+    assert client.get("/console/").status_code == 200
 
     stranger = app.test_client()
     assert stranger.get("/setup").status_code == 401

@@ -191,10 +191,14 @@ def test_a_uuid_zoom_wants_double_encoded_reaches_the_right_meeting(
 
 
 def list_sessions(runner, *args: str) -> str:
-    """Run `alliance-check sessions list` and return its output."""
+    """Run `alliance-check sessions list` and return its rows, below the header row."""
     result = runner.invoke(args=["sessions", "list", *args])
     assert result.exit_code == 0, result.output
-    return result.output
+    if result.output == "no sessions match\n":
+        return result.output
+    header, _, rows = result.output.partition("\n")
+    assert header.startswith("id\tplatform\t"), result.output
+    return rows
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ serves what the install flow and the platform API client talk to:
   Clients authenticate with ``client_secret_basic``.
 - ``POST /revoke``: RFC 7009 revocation; ``revocations`` records what was revoked.
 - ``GET /v2/users/me``: Zoom's identity call, protected by authlib's ``ResourceProtector``:
-  the account of the token's grant (``account_id``, ``company``, ``timezone``...).
+  the account and user of the token's grant (``account_id``, ``company``, ``timezone``, and
+  the user's ``id``, ``email`` and ``role_name``: Owner, Admin or Member).
   The server hosts this one API endpoint because it validates its own tokens.
 
 Test controls: ``register_client``, ``account`` (who consents next), ``deny_next``,
@@ -187,6 +188,9 @@ class PlatformServer:
             "account_id": "zoom-acct-1",
             "company": "Riverside Therapy",
             "display_name": "Robin Admin",
+            "email": "robin.admin@example.org",
+            # Zoom's users/me names the user's role in the account: Owner, Admin or Member.
+            "role_name": "Owner",
             "timezone": "America/New_York",
         }
 

@@ -1,0 +1,233 @@
+"""The console's pages: overview, EHR wizard, problems, audit; and the public front page.
+
+Every query is scoped by g.practice (set by admin_required): an id from another practice is
+simply not found (404), so nothing of one practice is ever shown to or changed by another.
+"""
+
+from datetime import UTC, datetime
+
+import requests
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    g,
+    redirect,
+    request,
+    session,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from plugin.admin import problems as problem_service
+from plugin.admin.auth import admin_required
+from plugin.admin.chart import weekly_chart
+from plugin.admin.stats import weekly_counts
+from plugin.core import audit
+from plugin.core.db import get_session
+from plugin.core.errors import page, private_page_headers
+from plugin.ehr.connect import check_connection, explain, save_connection
+from plugin.ehr.smart import SmartError, discover
+from plugin.install.platforms import settings_for
+
+bp = Blueprint("console", __name__, url_prefix="/console")
+front = Blueprint("front", __name__)
+csrf = CSRFProtect()
+
+# The console's pages, in menu order; one not registered (yet) is left out of the menu.
+NAV = (
+    ("console.overview", "Overview"),
+    ("console.schedule", "Schedule"),
+    ("console.ehr", "EHR"),
+    ("console.problems", "Problems"),
+    ("console.practice_page", "Practice"),
+    ("console.audit_trail", "Audit"),
+)
+PROBLEM_TITLES = {
+    "invitation": "Invitations that could not be delivered",
+    "session": "Sessions whose client could not be found",
+    "ehr_write": "Answers your EHR did not accept",
+}
+
+
+def render_console(template: str, status: int = 200, **context) -> Response:
+    """Render a console page with the practice, its platform's name and the menu."""
+    practice = g.practice
+    platform = settings_for(current_app.config, practice.platform)
+    return page(
+        status,
+        template,
+        practice=practice,
+        platform_name=platform.display_name if platform else practice.platform,
+        nav=[(e, label) for e, label in NAV if e in current_app.view_functions],
+        **context,
+    )
+
+
+@bp.before_request
+def _protect_forms() -> None:
+    # Every console form carries the CSRF token; the session cookie alone proves nothing.
+    if request.method == "POST":
+        csrf.protect()
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_failed(_exc: CSRFError) -> Response:
+    return page(
+        400,
+        "error.html",
+        title="Please try again",
+        message="This form was too old or was not sent from this console. Reload the page "
+        "and send it again; your browser needs to allow cookies for this site.",
+    )
+
+
+@bp.get("/")
+@admin_required
+def overview() -> Response:
+    """Show the practice's status, its EHR connection and 12 weeks of practice-level counts."""
+    db = get_session()
+    now = datetime.now(UTC)
+    stats = weekly_counts(db, g.practice.id, now, g.practice.timezone)
+    return render_console(
+        "admin/overview.html",
+        title="Overview",
+        stats=stats,
+        chart=weekly_chart(stats),
+        problem_count=problem_service.count_problems(db, g.practice.id),
+    )
+
+
+def _jwks_url() -> str:
+    return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + "/.well-known/jwks.json"
+
+
+@bp.route("/ehr", methods=["GET", "POST"])
+@admin_required
+def ehr() -> Response:
+    """Walk the admin through connecting their EHR: address, discovery, registration, test."""
+    practice = g.practice
+    connection = practice.ehr_connection
+    fhir_base = request.values.get("fhir_base", connection.fhir_base if connection else "")
+    fhir_base = fhir_base.strip()
+    client_id = request.form.get("client_id", connection.client_id if connection else "").strip()
+    context = {
+        "title": "EHR connection",
+        "fhir_base": fhir_base,
+        "client_id": client_id,
+        "jwks_url": _jwks_url(),
+        "connection": connection,
+        "errors": {},
+        "facts": None,
+        "check": None,
+    }
+    if request.method == "GET":
+        return render_console("admin/ehr.html", **context)
+    errors = context["errors"]
+    if not fhir_base.startswith(("https://", "http://")):
+        errors["fhir_base"] = "Enter the FHIR base URL, starting with https://"
+    action = request.form.get("action", "discover")
+    if action == "test" and not client_id:
+        errors["client_id"] = "Enter the client id the EHR gave you when you registered us"
+    if errors:
+        return render_console("admin/ehr.html", status=422, **context)
+    with requests.Session() as http:
+        if action == "discover":
+            try:
+                context["facts"] = discover(http, fhir_base)
+            except SmartError as exc:
+                errors["fhir_base"] = explain(exc.reason, fhir_base)
+                return render_console("admin/ehr.html", status=422, **context)
+            return render_console("admin/ehr.html", **context)
+        db = get_session()
+        check = check_connection(
+            db, practice, fhir_base, client_id, current_app.extensions["vault"], http
+        )
+    context["check"], context["facts"] = check, check.facts
+    if not check.ok:
+        return render_console("admin/ehr.html", status=422, **context)
+    now = datetime.now(UTC)
+    save_connection(db, practice, fhir_base, client_id, check, now)
+    audit.record(db, practice.id, g.admin, "ehr.connected", now=now, client_id=client_id)
+    db.commit()
+    context["connection"] = practice.ehr_connection
+    context["saved"] = True
+    return render_console("admin/ehr.html", **context)
+
+
+@bp.get("/problems")
+@admin_required
+def problems() -> Response:
+    """List what went wrong, why, and offer a retry where one can help."""
+    found = problem_service.list_problems(get_session(), g.practice.id)
+    return render_console(
+        "admin/problems.html",
+        title="Problems",
+        problems=found,
+        titles=PROBLEM_TITLES,
+        done=request.args.get("done"),
+    )
+
+
+@bp.post("/problems/<kind>/<problem_id>/retry")
+@admin_required
+def retry(kind: str, problem_id: str) -> Response:
+    """Retry one of this practice's problems."""
+    try:
+        problem_service.retry(
+            get_session(), g.practice.id, kind, problem_id, datetime.now(UTC), g.admin
+        )
+    except problem_service.ProblemNotFound:
+        abort(404)
+    except problem_service.RetryRefused as exc:
+        return render_console(
+            "error.html", status=409, title="This cannot be retried", message=str(exc)
+        )
+    return redirect(url_for("console.problems", done=kind))
+
+
+@bp.get("/audit")
+@admin_required
+def audit_trail() -> Response:
+    """Show who changed what and when: ids and setting names only."""
+    return render_console(
+        "admin/audit.html", title="Audit", events=audit.recent(get_session(), g.practice.id)
+    )
+
+
+@bp.post("/sign-out")
+@admin_required
+def sign_out() -> Response:
+    """End the admin's session."""
+    session.clear()
+    return redirect(url_for("front.home"))
+
+
+@front.get("/")
+def home() -> Response:
+    """Say what this service is, for anyone who arrives at its address."""
+    return page(200, "admin/home.html", title="Alliance Check")
+
+
+@front.get("/privacy")
+def privacy() -> Response:
+    """Say what is kept about clients and practices, and for how long."""
+    from plugin.install.platforms import load_manifest
+
+    return page(
+        200,
+        "admin/privacy.html",
+        title="Privacy",
+        retention=load_manifest()["data_retention"],
+    )
+
+
+bp.after_request(private_page_headers)
+
+
+def init_app(app: Flask) -> None:
+    """Register the console's pages and the front page."""
+    app.register_blueprint(bp)
+    app.register_blueprint(front)
