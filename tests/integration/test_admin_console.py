@@ -1,6 +1,6 @@
 """The console's pages for a signed-in admin, and isolation between two practices."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -12,10 +12,9 @@ from plugin.core.models import (
     Practice,
     SchedulePolicy,
     SessionEvent,
-    WriteStatus,
 )
 from tests.conftest import zoom_settings
-from tests.support.console import csrf_token, sign_in
+from tests.support.console import add_problems, csrf_token, sign_in
 
 PAGES = ["/console/", "/console/schedule", "/console/ehr", "/console/problems",
          "/console/practice", "/console/audit"]  # fmt: skip
@@ -115,50 +114,9 @@ def test_practice_refuses_an_empty_name(admin, db):
     assert db.get(Practice, practice.id).name == "Riverside Therapy"
 
 
-def _problems(db, practice, now):
-    event = SessionEvent(
-        practice_id=practice.id, platform="zoom", event_id="e-1", session_id="m-1",
-        started_at=now - timedelta(hours=1), ended_at=now, status="unmatched",
-        reason="no_patient", next_attempt_at=now, received_at=now,
-    )  # fmt: skip
-    failed_event = SessionEvent(
-        practice_id=practice.id, platform="zoom", event_id="e-2", session_id="m-2",
-        started_at=now - timedelta(hours=1), ended_at=now, status="planned",
-        patient_ref="Patient/p1", next_attempt_at=now, received_at=now,
-    )  # fmt: skip
-    db.add_all([event, failed_event])
-    db.flush()
-    invitation = Invitation(
-        practice_id=practice.id, session_event_id=failed_event.id, status="failed",
-        questionnaire="q|1", patient_ref="Patient/p1", language="en", due_at=now,
-        next_attempt_at=now, created_at=now, last_error="email: smtp 550",
-    )  # fmt: skip
-    answered_event = SessionEvent(
-        practice_id=practice.id, platform="zoom", event_id="e-3", session_id="m-3",
-        started_at=now - timedelta(hours=1), ended_at=now, status="planned",
-        patient_ref="Patient/p2", next_attempt_at=now, received_at=now,
-    )  # fmt: skip
-    db.add_all([invitation, answered_event])
-    db.flush()
-    answered = Invitation(
-        practice_id=practice.id, session_event_id=answered_event.id, status="answered",
-        questionnaire="q|1", patient_ref="Patient/p2", language="en", due_at=now,
-        next_attempt_at=now, created_at=now, answered_at=now,
-    )  # fmt: skip
-    db.add(answered)
-    db.flush()
-    write = EhrWrite(
-        practice_id=practice.id, invitation_id=answered.id, status=WriteStatus.DEAD,
-        next_attempt_at=now, created_at=now, last_error="FHIR server answered 422",
-    )  # fmt: skip
-    db.add(write)
-    db.commit()
-    return event, invitation, write
-
-
 def test_problems_are_listed_with_why_and_retried(admin, db):
     client, practice = admin
-    event, invitation, write = _problems(db, practice, datetime.now(UTC))
+    event, invitation, write = add_problems(db, practice, datetime.now(UTC))
     invitation_event = invitation.session_event_id
     page = client.get("/console/problems").get_data(as_text=True)
     assert "No patient in your EHR has an attendee" in page
@@ -186,7 +144,7 @@ def test_one_practice_never_sees_or_changes_anothers(app, admin, db, zoom_platfo
     harbour_browser = app.test_client()
     sign_in(harbour_browser, zoom_platform, "harbour")
     harbour = db.scalar(select(Practice).where(Practice.account_id == "zoom-acct-harbour"))
-    event, invitation, write = _problems(db, harbour, datetime.now(UTC))
+    event, invitation, write = add_problems(db, harbour, datetime.now(UTC))
     token = csrf_token(client, "/console/problems")
 
     page = client.get("/console/problems").get_data(as_text=True)
