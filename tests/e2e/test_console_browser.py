@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy import select
 
 from plugin.core.models import Practice
@@ -77,11 +79,23 @@ def fill(browser, field_id: str, value: str) -> None:
     element.send_keys(value)
 
 
+def follow(browser, element) -> None:
+    """Click a link or a form's button, and wait until the next page has replaced this one."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 15).until(staleness_of(page))
+
+
 def click_button(browser, label: str, within: str = "main") -> None:
-    """Click the button with this visible label inside the `within` element."""
+    """Click the button with this visible label inside the `within` element; wait for the page."""
     scope = browser.find_element(By.CSS_SELECTOR, within)
     [button] = [b for b in scope.find_elements(By.TAG_NAME, "button") if b.text == label]
-    button.click()
+    follow(browser, button)
+
+
+def open_menu(browser, label: str) -> None:
+    """Follow a link of the console's menu."""
+    follow(browser, browser.find_element(By.LINK_TEXT, label))
 
 
 def survey_path(app, practice) -> str:
@@ -94,7 +108,7 @@ def survey_path(app, practice) -> str:
 def test_an_admin_changes_the_schedule_overrides_and_retries_in_the_browser(
     browser, live, signed_in, committed_app
 ):
-    browser.find_element(By.LINK_TEXT, "Schedule").click()
+    open_menu(browser, "Schedule")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Schedule"
     before = text_of(browser, "#asked-summary")
 
@@ -129,14 +143,14 @@ def test_an_admin_changes_the_schedule_overrides_and_retries_in_the_browser(
 
     with committed_app.extensions["db"].sessions() as db:
         _, invitation, _ = add_problems(db, db.merge(signed_in), datetime.now(UTC))
-    browser.find_element(By.LINK_TEXT, "Problems").click()
+    open_menu(browser, "Problems")
     assert "The email could not be delivered." in text_of(browser, f"#invitation-{invitation.id}")
     click_button(browser, "Retry", within=f"#invitation-{invitation.id}")
     assert text_of(browser, ".notice") == "Queued again. It is tried within a minute."
     assert browser.find_elements(By.ID, f"invitation-{invitation.id}") == []
     assert "None." in text_of(browser, "#h-invitation + p")
 
-    browser.find_element(By.LINK_TEXT, "Audit").click()
+    open_menu(browser, "Audit")
     audit = text_of(browser, "main")
     assert "invitation.retried" in audit and "override.removed" in audit
 
