@@ -38,10 +38,11 @@ run: $(RUN_STAMP) $(CATALOGUES)
 	$(BIN)/alliance-check dev-init
 	$(BIN)/alliance-check serve
 
-## test: install the test FHIR server (npm), lint, then the whole suite
+## test: install the npm packages the tests use (FHIR server, axe-core), lint, then the whole suite
+##       (the browser tests need /usr/bin/chromium and /usr/bin/chromedriver: .ci/run installs them)
 ##       (on PostgreSQL too when ALLIANCE_TEST_DATABASE_URL is set)
 test: $(TEST_STAMP) $(CATALOGUES)
-	$(BIN)/python -c "from tests.support.fhir_server import ensure_installed; ensure_installed()"
+	$(BIN)/python -m tests.support.npm
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -68,5 +69,6 @@ bench: $(TEST_STAMP) $(CATALOGUES)
 	$(BIN)/python -m bench.delivery
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info build tests/support/fhir_server/node_modules
+	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info build
+	rm -rf tests/support/fhir_server/node_modules tests/support/browser/node_modules
 	rm -f $(CATALOGUES)

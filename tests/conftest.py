@@ -17,6 +17,7 @@ from plugin.core.crypto import new_token
 from plugin.core.db import Base, make_engine, upgrade
 from plugin.core.models import Invitation, InvitationStatus
 from plugin.install.practices import add_practice
+from tests.support.browser import browser  # noqa: F401  (fixture)
 from tests.support.oauth_server import oauth_server  # noqa: F401  (fixture)
 from webhooks.standard import sign
 
@@ -247,20 +248,25 @@ def platform_server():
     server.stop()
 
 
+def register_zoom_app(server, base_url: str = "http://localhost"):
+    """Reset the platform server and register our Zoom app, calling back to base_url."""
+    from plugin.install.platforms import platform_table
+
+    server.reset()
+    scopes = " ".join(s["scope"] for s in platform_table()["zoom"]["oauth"]["scopes"])
+    server.register_client(
+        ZOOM_APP["ZOOM_CLIENT_ID"],
+        ZOOM_APP["ZOOM_CLIENT_SECRET"],
+        f"{base_url}/oauth/callback",
+        scopes,
+    )
+    return server
+
+
 @pytest.fixture
 def zoom_platform(platform_server):
     """Return the platform server, reset, with our Zoom app registered for http://localhost."""
-    from plugin.install.platforms import platform_table
-
-    platform_server.reset()
-    scopes = " ".join(s["scope"] for s in platform_table()["zoom"]["oauth"]["scopes"])
-    platform_server.register_client(
-        ZOOM_APP["ZOOM_CLIENT_ID"],
-        ZOOM_APP["ZOOM_CLIENT_SECRET"],
-        "http://localhost/oauth/callback",
-        scopes,
-    )
-    return platform_server
+    return register_zoom_app(platform_server)
 
 
 def zoom_settings(server) -> dict:

@@ -5,7 +5,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the admin sign-in, the console's pages and the JSON API."""
-    from plugin.admin import api, auth, console
+    from plugin.admin import api, auth, console, settings_views  # noqa: F401  (adds views to console)
 
     for part in (auth, console, api):
         part.init_app(app)

@@ -7,14 +7,12 @@ The server lives in tests/support/fhir_server/ (server.mjs, see its README.md). 
         ehr.fail_next(2, status=503, retry_after=1)
         ehr.stats()["resources"]
 
-`ensure_installed()` runs `npm ci` once (it is called by `start()`); after that no network is
-needed.
+`ensure_installed()` runs `npm ci` once (tests/support/npm.py; `start()` calls it); after that no
+network is needed.
 """
 
 import contextlib
-import fcntl
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -26,9 +24,9 @@ from pathlib import Path
 
 import requests
 
+from tests.support import npm
+
 SERVER_DIR = Path(__file__).parent / "fhir_server"
-NODE_MODULES = SERVER_DIR / "node_modules"
-STAMP = NODE_MODULES / ".alliance-check-lock.sha256"
 START_TIMEOUT = 30.0
 _LISTENING = re.compile(r"^listening (http://127\.0\.0\.1:(\d+)\S*)", re.MULTILINE)
 
@@ -64,33 +62,12 @@ def node_flags() -> tuple[str, ...]:
     return ("--experimental-websocket",) if major < 22 else ()
 
 
-def _lock_digest() -> str:
-    return hashlib.sha256((SERVER_DIR / "package-lock.json").read_bytes()).hexdigest()
-
-
 def ensure_installed() -> None:
-    """Install the pinned npm packages unless node_modules already matches package-lock.json."""
-    digest = _lock_digest()
-    if STAMP.exists() and STAMP.read_text().strip() == digest:
-        return
-    # Outside the repository (nothing to ignore) and outside node_modules (npm ci deletes it).
-    lock_name = (
-        f"alliance-fhir-server-{hashlib.sha256(str(SERVER_DIR).encode()).hexdigest()[:12]}.lock"
-    )
-    with open(Path(tempfile.gettempdir()) / lock_name, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two test processes must not both run npm ci
-        if STAMP.exists() and STAMP.read_text().strip() == digest:
-            return
-        result = subprocess.run(
-            [_tool("npm"), "ci", "--no-audit", "--no-fund", "--engine-strict=false"],
-            cwd=SERVER_DIR,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise FhirServerError(f"npm ci failed in {SERVER_DIR}:\n{result.stderr[-4000:]}")
-        STAMP.write_text(digest + "\n")
+    """Install the server's pinned npm packages unless node_modules already matches its lock."""
+    try:
+        npm.ensure_installed(SERVER_DIR)
+    except npm.NpmInstallError as exc:
+        raise FhirServerError(str(exc)) from exc
 
 
 class FhirServer:
