@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy import select
 
@@ -81,9 +81,16 @@ def fill(browser, field_id: str, value: str) -> None:
 
 def follow(browser, element) -> None:
     """Click a link or a form's button, and wait until the next page has replaced this one."""
-    page = browser.find_element(By.TAG_NAME, "html")
+    # A mark on the old page's window, rather than a reference to one of its elements:
+    # chromedriver can fail (not just go stale) on an element whose page is being replaced.
+    browser.execute_script("window.__leaving = true")
     element.click()
-    WebDriverWait(browser, 15).until(staleness_of(page))
+    # While the page is being swapped a script may find no document to run in: ask again.
+    WebDriverWait(browser, 15, ignored_exceptions=(WebDriverException,)).until(
+        lambda driver: driver.execute_script(
+            "return window.__leaving === undefined && document.readyState === 'complete'"
+        )
+    )
 
 
 def click_button(browser, label: str, within: str = "main") -> None:
