@@ -5,11 +5,8 @@ patient/ scopes) holds a client with 12 answered sessions; the test opens the la
 follows the redirects and reads the page.
 """
 
-import base64
-import hashlib
 import re
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -24,6 +21,7 @@ from tests.support.launch import (
     LAUNCH_SCOPES,
     REDIRECT_URI,
     follow_launch,
+    patient_token,
     seed,
     session_bundles,
 )
@@ -239,47 +237,9 @@ def test_a_launch_for_another_patient_reads_only_that_patients_record(
 
 
 def test_the_ehr_refuses_a_patient_token_outside_its_patient(connected, oauth_server, ehr):
-    token = follow_token(oauth_server, ehr)
+    token = patient_token(oauth_server, ehr.base_url, open_chart(oauth_server, ehr))
     base, auth = ehr.base_url, {"Authorization": f"Bearer {token}"}
     mine = requests.get(f"{base}/Observation?subject=Patient/{PATIENT}", headers=auth, timeout=10)
     assert mine.status_code == 200
     for query in ("Observation", "Observation?subject=Patient/c2", "Observation?code=x"):
         assert requests.get(f"{base}/{query}", headers=auth, timeout=10).status_code == 403
-
-
-def follow_token(oauth_server, ehr) -> str:
-    """Run the launch grant directly (no app) and return the patient-scoped access token."""
-    verifier = "v" * 64
-    challenge = (
-        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    )
-    reply = requests.get(
-        oauth_server.authorization_endpoint,
-        params={
-            "response_type": "code",
-            "client_id": LAUNCH_CLIENT,
-            "redirect_uri": REDIRECT_URI,
-            "scope": LAUNCH_SCOPES,
-            "state": "s",
-            "aud": ehr.base_url,
-            "launch": open_chart(oauth_server, ehr),
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        },
-        allow_redirects=False,
-        timeout=10,
-    )
-    code = parse_qs(urlsplit(reply.headers["Location"]).query)["code"][0]
-    token = requests.post(
-        oauth_server.token_endpoint,
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "client_id": LAUNCH_CLIENT,
-            "code_verifier": verifier,
-        },
-        timeout=10,
-    ).json()
-    assert token["patient"] == PATIENT
-    return token["access_token"]

@@ -5,6 +5,9 @@ register Alliance Check as a launch app with the test authorization server, open
 client's chart (a `launch` context) and follow the redirects the way a browser does.
 """
 
+import base64
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -108,3 +111,39 @@ def follow_launch(client, iss: str, launch: str, *, state: str | None = None) ->
         response = client.get(response.headers["Location"])
         statuses.append(response.status_code)
     return Launched(statuses, response)
+
+
+def patient_token(oauth, fhir_base: str, launch: str) -> str:
+    """Run the launch grant without the app (as a bare client would): a patient-scoped token."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    reply = requests.get(
+        oauth.authorization_endpoint,
+        params={
+            "response_type": "code",
+            "client_id": LAUNCH_CLIENT,
+            "redirect_uri": REDIRECT_URI,
+            "scope": LAUNCH_SCOPES,
+            "state": "s",
+            "aud": fhir_base,
+            "launch": launch,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
+    code = parse_qs(urlsplit(reply.headers["Location"]).query)["code"][0]
+    token = requests.post(
+        oauth.token_endpoint,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "client_id": LAUNCH_CLIENT,
+            "code_verifier": verifier,
+        },
+        timeout=10,
+    ).json()
+    return token["access_token"]
