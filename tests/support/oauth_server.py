@@ -547,22 +547,28 @@ class OAuthServer:
 
     def smart_configuration(self) -> dict:
         """Return the .well-known/smart-configuration a FHIR server would publish."""
-        capabilities = ["client-confidential-asymmetric", "launch-ehr", "client-public"]
-        capabilities += ["context-ehr-patient", "context-ehr-encounter"]
+        capabilities = ["client-confidential-asymmetric"]
         capabilities += [f"permission-{version}" for version in self.smart_versions]
-        return {
+        config = {
             "issuer": self.issuer,
             "jwks_uri": self.jwks_url,
             "token_endpoint": self.token_endpoint,
             "introspection_endpoint": self.introspection_endpoint,
-            "authorization_endpoint": self.authorization_endpoint,
-            "grant_types_supported": ["client_credentials", "authorization_code"],
-            "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": [AUTH_METHOD, "none"],
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": [AUTH_METHOD],
             "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
             "scopes_supported": sorted({s for c in self.clients.values() for s in c.scopes}),
             "capabilities": capabilities,
         }
+        # The EHR launch is advertised once a launch client is registered.
+        if any(isinstance(c, LaunchClient) for c in self.clients.values()):
+            config["authorization_endpoint"] = self.authorization_endpoint
+            config["grant_types_supported"].append("authorization_code")
+            config["code_challenge_methods_supported"] = ["S256"]
+            config["token_endpoint_auth_methods_supported"].append("none")
+            capabilities += ["launch-ehr", "client-public"]
+            capabilities += ["context-ehr-patient", "context-ehr-encounter"]
+        return config
 
     def verify_access_token(self, token: str, scope: str | None = None) -> dict:
         """Return the claims of a live token this server issued; raise ValueError otherwise.
