@@ -67,6 +67,7 @@ bench: $(TEST_STAMP) $(CATALOGUES)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.ehr_drain --writes $(EHR_WRITES)
 	$(BIN)/python -m bench.delivery
+	$(BIN)/python -m bench.launch
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info build

@@ -77,18 +77,8 @@ def read_response(bundle: Mapping[str, Any], instrument: Instrument | None = Non
     session = found[0] if len(found) == 1 else None
     if session is None or session.response_id != identifier["value"]:
         raise FlagInputError("the Bundle's score Observations do not belong to its response")
-    answers = list(_answers(qr.get("item", [])))
-    comment = any(a.get("valueString", "").strip() for _, a in answers)
-    floor = 0
-    if instrument is not None:
-        lowest = {
-            i.link_id: float(min(o.ordinal for o in i.options)) for i in instrument.choice_items
-        }
-        floor = sum(
-            1
-            for link_id, a in answers
-            if link_id in lowest and _ordinal(a.get("valueCoding")) == lowest[link_id]
-        )
+    floor, comments = answer_facts(qr, instrument)
+    comment = bool(comments)
     session = ScoredSession(
         session.response_id, session.effective, session.encounter, session.scores, floor, comment
     )
@@ -98,6 +88,27 @@ def read_response(bundle: Mapping[str, Any], instrument: Instrument | None = Non
     return NewResponse(
         session, qr["subject"]["reference"], identifier["system"], qr["questionnaire"], score_codes
     )
+
+
+def answer_facts(
+    qr: Mapping[str, Any], instrument: Instrument | None = None
+) -> tuple[int, list[str]]:
+    """Return how many answers sit at their item's lowest option, and the free-text answers.
+
+    The count needs the instrument (0 without it). The texts are the client's words: the
+    rule only ever learns whether there are any; the therapist's page shows them.
+    """
+    answers = list(_answers(qr.get("item", [])))
+    texts = [a["valueString"].strip() for _, a in answers if str(a.get("valueString", "")).strip()]
+    if instrument is None:
+        return 0, texts
+    lowest = {i.link_id: float(min(o.ordinal for o in i.options)) for i in instrument.choice_items}
+    floor = sum(
+        1
+        for link_id, a in answers
+        if link_id in lowest and _ordinal(a.get("valueCoding")) == lowest[link_id]
+    )
+    return floor, texts
 
 
 def sessions_from_observations(

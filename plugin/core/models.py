@@ -233,6 +233,27 @@ class EhrConnection(Base):
     facts: Mapped[dict] = mapped_column(JSON)
     scope: Mapped[str] = mapped_column(String(500))
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The client id the EHR gave Alliance Check's SMART App Launch registration (a public
+    # client with PKCE); None until the practice registers the launch app.
+    launch_client_id: Mapped[str | None] = mapped_column(String(200))
+
+
+class LaunchSession(Base):
+    """One therapist's launch of the in-EHR view: pending until the callback, then active.
+
+    The browser holds only a random token in a cookie; the row is keyed by its SHA-256, and
+    everything else (state and PKCE verifier, then the access token and patient) is sealed.
+    """
+
+    __tablename__ = "launch_sessions"
+    __table_args__ = (Index("ix_launch_sessions_expiry", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    practice_id: Mapped[str] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class SigningKey(Base):

@@ -24,8 +24,16 @@ writes_cli = AppGroup("ehr-writes", help="Inspect and retry responses on their w
 @click.argument("account_id")
 @click.argument("fhir_base")
 @click.option("--client-id", required=True, help="Our client id, registered with the EHR.")
+@click.option(
+    "--launch-client-id",
+    default=None,
+    help="The client id of our SMART App Launch registration (the therapist's view); "
+    "kept from the last connect when left out.",
+)
 @platform_option
-def connect_command(account_id: str, fhir_base: str, client_id: str, platform: str) -> None:
+def connect_command(
+    account_id: str, fhir_base: str, client_id: str, launch_client_id: str | None, platform: str
+) -> None:
     """Check discovery and a token grant at FHIR_BASE, then write ACCOUNT_ID's responses there."""
     with database().sessions() as session:
         try:
@@ -39,7 +47,13 @@ def connect_command(account_id: str, fhir_base: str, client_id: str, platform: s
                 click.echo(line)
         if not check.ok:
             raise click.ClickException(check.problem)
-        save_connection(session, practice, fhir_base, client_id, check, datetime.now(UTC))
+        connection = save_connection(
+            session, practice, fhir_base, client_id, check, datetime.now(UTC)
+        )
+        if launch_client_id is not None:
+            connection.launch_client_id = launch_client_id.strip() or None
+        launch = connection.launch_client_id
+        click.echo(f"therapist view   {f'launch client {launch}' if launch else 'off'}")
         session.commit()
     click.echo(f"connected practice {account_id}")
 

@@ -181,3 +181,24 @@ class TokenCache:
         """Drop key's token, e.g. after the FHIR server answered 401."""
         with self._lock:
             self._tokens.pop(key, None)
+
+
+@dataclass(frozen=True)
+class LaunchEndpoints:
+    """Where an EHR's SMART App Launch happens: its authorization and token endpoints."""
+
+    authorization_endpoint: str
+    token_endpoint: str
+
+
+def discover_launch(http: requests.Session, fhir_base: str) -> LaunchEndpoints:
+    """Read the EHR launch endpoints from {fhir_base}/.well-known/smart-configuration."""
+    smart = _get_json(http, f"{fhir_base.rstrip('/')}/.well-known/smart-configuration")
+    authorize, token = smart.get("authorization_endpoint"), smart.get("token_endpoint")
+    if not (isinstance(authorize, str) and authorize and isinstance(token, str) and token):
+        raise SmartError("smart-configuration offers no app launch (authorization_endpoint)")
+    # SMART App Launch 2 requires PKCE with S256; a server without it cannot be trusted with
+    # a public client's code.
+    if "S256" not in smart.get("code_challenge_methods_supported", []):
+        raise SmartError("smart-configuration does not offer PKCE S256")
+    return LaunchEndpoints(authorize, token)

@@ -6,6 +6,7 @@ from importlib.metadata import version
 
 import pytest
 
+from plugin.ehr.launch import LAUNCH_SCOPE
 from plugin.install.platforms import ManifestError, load_manifest, platform_table, validate_manifest
 from webhooks import ADAPTERS
 from webhooks.errors import InvalidPayloadError
@@ -56,6 +57,7 @@ def test_manifest_command_prints_exact_absolute_urls(runner):
         "redirect_uri": f"{BASE}/oauth/callback",
         "admin_console": f"{BASE}/setup",
         "smart_launch": f"{BASE}/launch",
+        "smart_launch_redirect_uri": f"{BASE}/launch/callback",
         "jwks": f"{BASE}/.well-known/jwks.json",
     }
     assert manifest["platforms"]["zoom"]["webhook"]["url"] == f"{BASE}/webhooks/zoom"
@@ -185,6 +187,9 @@ def _printed_with(path: str, value):
         _set("urls.redirect_uri", "https://alliance.example.org/oauth/callback"),
         _set("urls.redirect_uri", "oauth/callback"),
         _delete("urls.jwks"),
+        _delete("smart_launch"),
+        _set("smart_launch.scopes.0.scope", "system/Observation.rs"),
+        _set("smart_launch.scopes.3.scope", "patient/Observation.c"),
         _delete("data_retention"),
         _printed_with("urls.redirect_uri", "/oauth/callback"),
         _printed_with("urls.admin_console", "http://alliance.example.org/setup"),
@@ -214,6 +219,9 @@ def _printed_with(path: str, value):
         "committed form with an absolute url of ours",
         "relative url without a slash",
         "missing jwks url",
+        "missing smart launch",
+        "system scope for the launch",
+        "write scope for the launch",
         "missing retention statement",
         "printed form with a relative url",
         "printed form with an http url",
@@ -254,6 +262,8 @@ def test_every_url_of_ours_in_the_manifest_is_served(app):
         ("GET", manifest["urls"]["redirect_uri"]),
         ("GET", manifest["urls"]["admin_console"]),
         ("GET", manifest["urls"]["jwks"]),
+        ("GET", manifest["urls"]["smart_launch"]),
+        ("GET", manifest["urls"]["smart_launch_redirect_uri"]),
     ]
     for entry in manifest["platforms"].values():
         routes += [("GET", entry["install_url"]), ("POST", entry["webhook"]["url"])]
@@ -262,10 +272,17 @@ def test_every_url_of_ours_in_the_manifest_is_served(app):
         adapter.match(path, method=method)  # raises NotFound / MethodNotAllowed
 
 
-def test_the_planned_smart_launch_url_answers_not_yet_rather_than_not_found(client):
-    # Listed now so marketplaces register it once; the therapist view comes later.
-    assert load_manifest()["urls"]["smart_launch"] == "/launch"
+def test_the_smart_launch_urls_and_scopes_are_what_the_launch_view_uses(client):
+    manifest = load_manifest()
+    assert manifest["urls"]["smart_launch"] == "/launch"
+    assert manifest["urls"]["smart_launch_redirect_uri"] == "/launch/callback"
+    listed = [entry["scope"] for entry in manifest["smart_launch"]["scopes"]]
+    assert " ".join(listed) == LAUNCH_SCOPE
+
+
+def test_the_smart_launch_url_refuses_an_ehr_no_practice_connected(client):
     response = client.get("/launch?iss=https://ehr.example.org/fhir&launch=abc")
-    assert response.status_code == 501
-    assert "Not available yet" in response.get_data(as_text=True)
+    assert response.status_code == 403
+    assert "This EHR is not connected" in response.get_data(as_text=True)
     assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]

@@ -16,6 +16,7 @@ from plugin.core.models import (
     EhrWrite,
     InstallEvent,
     Invitation,
+    LaunchSession,
     OptOut,
     Practice,
     SchedulePolicy,
@@ -119,6 +120,17 @@ def populate(db, vault, practice: Practice, client: dict) -> None:
         )
     )
     db.add(AuditEvent(practice_id=practice.id, actor="cli", action="schedule.set", created_at=NOW))
+    # A therapist's open launch of the in-EHR view: its sealed token goes with the practice.
+    db.add(
+        LaunchSession(
+            id=practice.id.replace("-", "").ljust(64, "0"),
+            practice_id=practice.id,
+            status="active",
+            sealed=vault.seal({"access_token": "t", "patient": client["patient_ref"]}),
+            created_at=NOW,
+            expires_at=NOW,
+        )
+    )
     db.commit()
 
 

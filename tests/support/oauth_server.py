@@ -28,6 +28,15 @@ The access token is a JWT signed ES256 by the server's own key, published at
 ``iss`` (the server URL), ``sub`` and ``client_id`` (the client), ``scope``,
 ``iat``, ``exp``, ``jti``, and ``aud`` when an audience is configured.
 
+SMART App Launch (EHR launch) runs too: ``register_launch_client()`` registers a public
+client (PKCE S256 only, exact redirect URIs), ``register_launch()`` a launch context (the
+``launch`` value the EHR passes, its patient and encounter, and the FHIR base the ``aud``
+must name). ``GET /authorize`` consents at once (``deny_next()`` makes the next one answer
+``access_denied``); the code exchange answers ``patient``, ``encounter`` and the granted
+``scope``, and the access token carries a ``patient`` claim a FHIR server can enforce
+``patient/*`` scopes with. No ``id_token`` is issued: ``openid fhirUser`` are granted as
+asked, not honoured.
+
 Other endpoints: ``/.well-known/smart-configuration`` (the document a FHIR server
 publishes; also ``OAuthServer.smart_configuration()``) and ``/introspect``
 (RFC 7662, unauthenticated: test-only).
@@ -44,14 +53,23 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import requests
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, InvalidScopeError, OAuth2Error
-from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6749 import (
+    ClientMixin,
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
+)
+from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, ClientCredentialsGrant
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask, g, jsonify, request
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
@@ -150,6 +168,127 @@ class Client(ClientMixin):
             raise InvalidClientError(
                 description=f"Could not get the client's JWKS ({type(exc).__name__})"
             ) from exc
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """What the EHR knows at a launch: the open patient, the encounter, its FHIR base."""
+
+    patient: str
+    encounter: str | None
+    aud: str
+
+
+class LaunchClient(ClientMixin):
+    """A SMART App Launch public client: PKCE instead of a secret, exact redirect URIs."""
+
+    def __init__(self, client_id: str, redirect_uris: Iterable[str], scopes: Iterable[str]):
+        self.client_id = client_id
+        self.redirect_uris = tuple(redirect_uris)
+        self.scopes = tuple(scopes.split() if isinstance(scopes, str) else scopes)
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str:
+        return self.redirect_uris[0]
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.redirect_uris
+
+    def get_allowed_scope(self, scope: str) -> str:
+        return " ".join(s for s in dict.fromkeys((scope or "").split()) if self.allows(s))
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == "none" and endpoint == "token"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "authorization_code"
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return False
+
+    def allows(self, scope: str) -> bool:
+        return any(scope_covers(allowed, scope) for allowed in self.scopes)
+
+
+@dataclass(frozen=True)
+class AuthorizationCode:
+    """One issued code: bound to its client, redirect URI, PKCE challenge and launch context."""
+
+    code: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    code_challenge: str | None
+    code_challenge_method: str | None
+    context: LaunchContext
+    expires_at: float
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
+class S256Only(CodeChallenge):
+    """PKCE as SMART App Launch 2 asks: required, S256 only (``plain`` is refused)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # noqa: RUF012 (authlib's class attribute)
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        if not grant.request.payload.data.get("code_challenge"):
+            raise InvalidRequestError("Missing 'code_challenge'", redirect_uri=redirect_uri)
+        return super().validate_code_challenge(grant, redirect_uri)
+
+
+class SmartAuthorizationCodeGrant(AuthorizationCodeGrant):
+    """authorization_code for an EHR launch: a registered ``launch`` and ``aud`` are required."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none"]  # noqa: RUF012 (authlib's class attribute)
+
+    def validate_authorization_request(self):
+        redirect_uri = super().validate_authorization_request()
+        data = self.request.payload.data
+        context = self.server.oauth.launches.get(data.get("launch", ""))
+        if context is None:
+            raise InvalidRequestError("Unknown 'launch'", redirect_uri=redirect_uri)
+        if data.get("aud") != context.aud:
+            raise InvalidRequestError(
+                "'aud' is not this EHR's FHIR base", redirect_uri=redirect_uri
+            )
+        self.request.launch_context = context
+        return redirect_uri
+
+    def save_authorization_code(self, code: str, request) -> None:
+        data = request.payload.data
+        self.server.oauth.codes[code] = AuthorizationCode(
+            code=code,
+            client_id=request.client.client_id,
+            redirect_uri=request.payload.redirect_uri,
+            scope=request.scope,
+            code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"),
+            context=request.user,
+            expires_at=time.time() + 60,
+        )
+
+    def query_authorization_code(self, code: str, client) -> AuthorizationCode | None:
+        found = self.server.oauth.codes.get(code)
+        if found and found.client_id == client.client_id and found.expires_at > time.time():
+            return found
+        return None
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        self.server.oauth.codes.pop(authorization_code.code, None)
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> LaunchContext:
+        return authorization_code.context
 
 
 class SmartClientAssertion(JWTBearerClientAssertion):
@@ -280,6 +419,10 @@ class OAuthServer:
         self.errors: list[dict] = []
         self._used_jtis: set[tuple[str, str]] = set()
         self._revoked: set[str] = set()
+        #: Launch contexts by ``launch`` value, and authorization codes not yet exchanged.
+        self.launches: dict[str, LaunchContext] = {}
+        self.codes: dict[str, AuthorizationCode] = {}
+        self._deny_next = False
         self._lock = threading.Lock()
         self._signing_key = self._new_signing_key()
 
@@ -296,6 +439,10 @@ class OAuthServer:
     @property
     def token_endpoint(self) -> str:
         return f"{self.url}/token"
+
+    @property
+    def authorization_endpoint(self) -> str:
+        return f"{self.url}/authorize"
 
     @property
     def jwks_url(self) -> str:
@@ -319,6 +466,37 @@ class OAuthServer:
         with self._lock:
             self.clients[client_id] = client
         return client
+
+    def register_launch_client(
+        self, client_id: str, redirect_uris: Iterable[str] | str, scopes: Iterable[str] | str
+    ) -> LaunchClient:
+        """Register (or replace) a SMART App Launch public client."""
+        uris = [redirect_uris] if isinstance(redirect_uris, str) else list(redirect_uris)
+        client = LaunchClient(client_id, uris, scopes)
+        with self._lock:
+            self.clients[client_id] = client
+        return client
+
+    def register_launch(
+        self, patient: str, aud: str, encounter: str | None = None, launch: str | None = None
+    ) -> str:
+        """Open a patient's chart in the "EHR": return the ``launch`` value naming that context."""
+        launch = launch or secrets.token_urlsafe(16)
+        with self._lock:
+            self.launches[launch] = LaunchContext(patient, encounter, aud)
+        return launch
+
+    def deny_next(self) -> None:
+        """Make the next authorization request end in ``access_denied`` (the user said no)."""
+        with self._lock:
+            self._deny_next = True
+
+    def issue_token(self, client_id: str, scope: str) -> str:
+        """Return an access token without any grant: for seeding a FHIR test server's data."""
+        seeder = SimpleNamespace(client_id=client_id)
+        token = self._generate_token("client_credentials", seeder, scope=scope)
+        self._save_token(token, None)
+        return token["access_token"]
 
     def revoke_all(self, rotate_key: bool = True) -> None:
         """Make every token issued so far invalid.
@@ -347,6 +525,9 @@ class OAuthServer:
             self.errors.clear()
             self._used_jtis.clear()
             self._revoked.clear()
+            self.launches.clear()
+            self.codes.clear()
+            self._deny_next = False
 
     def stop(self) -> None:
         """Stop the server."""
@@ -368,7 +549,7 @@ class OAuthServer:
         """Return the .well-known/smart-configuration a FHIR server would publish."""
         capabilities = ["client-confidential-asymmetric"]
         capabilities += [f"permission-{version}" for version in self.smart_versions]
-        return {
+        config = {
             "issuer": self.issuer,
             "jwks_uri": self.jwks_url,
             "token_endpoint": self.token_endpoint,
@@ -379,6 +560,15 @@ class OAuthServer:
             "scopes_supported": sorted({s for c in self.clients.values() for s in c.scopes}),
             "capabilities": capabilities,
         }
+        # The EHR launch is advertised once a launch client is registered.
+        if any(isinstance(c, LaunchClient) for c in self.clients.values()):
+            config["authorization_endpoint"] = self.authorization_endpoint
+            config["grant_types_supported"].append("authorization_code")
+            config["code_challenge_methods_supported"] = ["S256"]
+            config["token_endpoint_auth_methods_supported"].append("none")
+            capabilities += ["launch-ehr", "client-public"]
+            capabilities += ["context-ehr-patient", "context-ehr-encounter"]
+        return config
 
     def verify_access_token(self, token: str, scope: str | None = None) -> dict:
         """Return the claims of a live token this server issued; raise ValueError otherwise.
@@ -460,14 +650,23 @@ class OAuthServer:
         }
         if self.audience:
             claims["aud"] = self.audience
+        context = user if isinstance(user, LaunchContext) else None
+        if context is not None:
+            # The FHIR test server limits patient/* scopes to this patient's compartment.
+            claims["patient"] = context.patient
         key = self._signing_key
         header = {"alg": TOKEN_ALGORITHM, "kid": key.kid, "typ": "at+jwt"}
-        return {
+        token = {
             "access_token": jwt.encode(header, claims, key, algorithms=[TOKEN_ALGORITHM]),
             "token_type": "Bearer",
             "expires_in": lifetime,
             "scope": scope,
         }
+        if context is not None:
+            token["patient"] = context.patient
+            if context.encounter:
+                token["encounter"] = context.encounter
+        return token
 
     def _save_token(self, token: dict, oauth_request) -> None:
         payload = jws.extract_compact(token["access_token"].encode()).payload
@@ -479,6 +678,20 @@ class OAuthServer:
         server.register_token_generator("default", self._generate_token)
         server.register_client_auth_method(AUTH_METHOD, SmartClientAssertion(self))
         server.register_grant(SmartClientCredentialsGrant)
+        server.register_grant(SmartAuthorizationCodeGrant, [S256Only(required=True)])
+
+        @app.get("/authorize")
+        def authorize():
+            # The "user" is already signed in to the EHR and consents at once, unless a test
+            # asked for the next one to say no.
+            try:
+                grant = server.get_consent_grant(end_user=None)
+            except OAuth2Error as error:
+                return server.handle_error_response(request, error)
+            with self._lock:
+                deny, self._deny_next = self._deny_next, False
+            user = None if deny else grant.request.launch_context
+            return server.create_authorization_response(grant_user=user, grant=grant)
 
         @app.post("/token")
         def token():

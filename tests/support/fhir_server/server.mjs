@@ -820,21 +820,46 @@ async function authenticate(req) {
 }
 
 // SMART scopes: v2 "system/Observation.crs", v1 "system/Observation.write"; "*" for any type.
+// Returns the widest context that allows it ("system"/"user" over "patient"), or false.
 function scopeAllows(scopeClaim, type, permission) {
+  let found = false;
   for (const scope of String(scopeClaim ?? '').split(' ')) {
     const m = /^(system|user|patient)\/(\*|[A-Z][A-Za-z]+)\.([a-z*]+)(\?.*)?$/.exec(scope);
     if (!m || (m[2] !== '*' && m[2] !== type)) {
       continue;
     }
     const perms = m[3];
-    if (perms === 'read' ? 'rs'.includes(permission) : perms === 'write' ? 'cud'.includes(permission) : false) {
-      return true;
-    }
-    if (perms === '*' || (/^c?r?u?d?s?$/.test(perms) && perms.includes(permission))) {
-      return true;
+    const v1 = perms === 'read' ? 'rs'.includes(permission) : perms === 'write' ? 'cud'.includes(permission) : false;
+    if (v1 || perms === '*' || (/^c?r?u?d?s?$/.test(perms) && perms.includes(permission))) {
+      if (m[1] !== 'patient') {
+        return m[1];
+      }
+      found = 'patient';
     }
   }
-  return false;
+  return found;
+}
+
+// A patient/ scope reaches only the token's patient: a search must name that patient
+// (subject or patient; _id for Patient) and nothing else, a read only Patient/<that id>.
+// Anything else a patient/ scope is asked for (writes, other reads) is refused here.
+function inPatientCompartment(method, path, query, patient) {
+  if (!patient) {
+    return false;
+  }
+  const parts = path.split('/').filter(Boolean);
+  const type = parts[0];
+  if (method === 'GET' && parts.length === 2) {
+    return type === 'Patient' && parts[1] === patient;
+  }
+  if (method !== 'GET' || parts.length !== 1) {
+    return false;
+  }
+  const params = new URLSearchParams(query);
+  const names = type === 'Patient' ? ['_id'] : ['subject', 'patient'];
+  const values = names.flatMap((name) => params.getAll(name));
+  const accepted = new Set([patient, `Patient/${patient}`]);
+  return values.length > 0 && values.every((v) => v.split(',').every((one) => accepted.has(one)));
 }
 
 /** The [type, permission] pairs a request needs. */
@@ -1016,7 +1041,13 @@ async function handleFhir(req, res, body, rel, search, base) {
 
   if (opts.enforceScopes) {
     const needs = requiredPermissions(req.method, rel, search, parsed);
-    const missing = needs.filter(([type, perm]) => !scopeAllows(req.claims.scope, type, perm));
+    const contexts = needs.map(([type, perm]) => scopeAllows(req.claims.scope, type, perm));
+    const missing = needs.filter((_, i) => !contexts[i]);
+    if (!missing.length && contexts.includes('patient') && !inPatientCompartment(req.method, rel, search, req.claims.patient)) {
+      return send(res, 403, outcome('forbidden', [issue('forbidden', "A patient/ scope reaches only the token's patient")]), undefined, {
+        'WWW-Authenticate': 'Bearer realm="fhir", error="insufficient_scope"',
+      });
+    }
     if (missing.length) {
       const wanted = missing.map(([type, perm]) => `system/${type}.${perm}`).join(' ');
       return send(res, 403, outcome('forbidden', [issue('forbidden', `Insufficient scope: needs ${wanted}`)]), undefined, {
