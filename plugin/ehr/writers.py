@@ -2,6 +2,7 @@
 
 import fcntl
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -51,8 +52,8 @@ class NdjsonSink:
     def write(self, bundle: dict) -> str:
         """Write each entry once per identifier, with urn:uuid references resolved."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with open(self.directory / ".lock", "w") as lock:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with _open_private(self.directory / ".lock", os.O_WRONLY) as lock:
                 # One writer at a time, so the identifier check and the append are atomic.
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 for entry, resource in zip(bundle["entry"], _resolved(bundle), strict=True):
@@ -99,7 +100,8 @@ class NdjsonSink:
         if not replaced:
             out.append(json.dumps(resource, separators=(",", ":")))
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(out) + "\n")
+        with _open_private(tmp, os.O_WRONLY | os.O_TRUNC) as rewritten:
+            rewritten.write("\n".join(out) + "\n")
         tmp.replace(path)
 
     def _create_once(self, resource: dict) -> None:
@@ -110,8 +112,17 @@ class NdjsonSink:
                 for line in existing:
                     if wanted & {(i["system"], i["value"]) for i in _identifiers(json.loads(line))}:
                         return
-        with path.open("a") as out:
+        with _open_private(path, os.O_WRONLY | os.O_APPEND) as out:
             out.write(json.dumps(resource, separators=(",", ":")) + "\n")
+
+
+def _open_private(path: Path, flags: int):
+    """Open a text file for writing, creating it readable by its owner only.
+
+    The sink holds clients' answers: no other local user should read them, whatever the
+    process's umask.
+    """
+    return os.fdopen(os.open(path, flags | os.O_CREAT, 0o600), "w")
 
 
 def _identifiers(resource: dict) -> list[dict]:
