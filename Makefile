@@ -68,6 +68,7 @@ bench: $(TEST_STAMP) $(CATALOGUES)
 	$(BIN)/python -m bench.ehr_drain --writes $(EHR_WRITES)
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.launch
+	$(BIN)/python -m bench.ruptures
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info build
