@@ -43,6 +43,7 @@ NAV = (
     ("console.ehr", "EHR"),
     ("console.problems", "Problems"),
     ("console.practice_page", "Practice"),
+    ("console.tokens", "API tokens"),
     ("console.audit_trail", "Audit"),
 )
 PROBLEM_TITLES = {

@@ -30,7 +30,7 @@ from tests.support.install import ACCOUNTS
 from tests.support.wsgi_thread import ThreadedServer
 
 CONSOLE_PAGES = ["/console/", "/console/schedule", "/console/ehr", "/console/problems",
-                 "/console/practice", "/console/audit"]  # fmt: skip
+                 "/console/practice", "/console/tokens", "/console/audit"]  # fmt: skip
 PUBLIC_PAGES = ["/", "/privacy", "/login"]
 PHONE_WIDTH = 390
 
@@ -195,6 +195,22 @@ def test_every_page_passes_axe_and_fits_a_phone(browser, live, committed_app, pl
     fill(browser, "first_sessions", "many")
     click_button(browser, "Save")
     check_page(browser, found, "/console/schedule (errors)")
+    # API tokens: a name too long and no expiry; then a token made (shown once) and revoked.
+    browser.get(live + "/console/tokens")
+    browser.execute_script("document.getElementById('name').removeAttribute('maxlength')")
+    fill(browser, "name", "x" * 101)
+    fill(browser, "expires_days", "0")
+    click_button(browser, "Make token")
+    assert browser.find_elements(By.ID, "expires_days-error")
+    check_page(browser, found, "/console/tokens (errors)")
+    fill(browser, "name", "reporting script " * 5)
+    fill(browser, "expires_days", "90")
+    click_button(browser, "Make token")
+    assert text_of(browser, "#new-token").startswith("acat_")
+    check_page(browser, found, "/console/tokens (new token)")
+    click_button(browser, "Revoke token", within="#tokens")
+    assert "Token revoked" in text_of(browser, ".notice")
+    check_page(browser, found, "/console/tokens (revoked)")
     browser.get(live + survey_path(committed_app, practice))
     browser.execute_script("document.querySelector('main form').noValidate = true")
     click_button(browser, browser.find_element(By.CSS_SELECTOR, "main form button").text)

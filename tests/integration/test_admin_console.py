@@ -17,7 +17,7 @@ from tests.conftest import zoom_settings
 from tests.support.console import add_problems, csrf_token, sign_in
 
 PAGES = ["/console/", "/console/schedule", "/console/ehr", "/console/problems",
-         "/console/practice", "/console/audit"]  # fmt: skip
+         "/console/practice", "/console/tokens", "/console/audit"]  # fmt: skip
 
 
 @pytest.fixture

@@ -73,6 +73,20 @@ def _checked_days(expires_days: object) -> int | None:
     return expires_days
 
 
+def token_input_errors(name: object, expires_days: object) -> dict[str, str]:
+    """Return what is wrong with a token's name and expiry, by field; empty if nothing is.
+
+    create_token checks the same; a form uses this to name every bad field at once.
+    """
+    errors = {}
+    for check, value in ((_checked_name, name), (_checked_days, expires_days)):
+        try:
+            check(value)
+        except TokenError as exc:
+            errors[exc.field] = str(exc)
+    return errors
+
+
 def create_token(
     session: Session,
     practice_id: str,
