@@ -29,6 +29,7 @@ from plugin.core import audit
 from plugin.core.db import get_session
 from plugin.core.errors import page, private_page_headers
 from plugin.ehr.connect import check_connection, explain, save_connection
+from plugin.ehr.launch import LAUNCH_SCOPE
 from plugin.ehr.smart import SmartError, discover
 from plugin.install.platforms import settings_for
 
@@ -101,8 +102,36 @@ def overview() -> Response:
     )
 
 
+def _public_url(path: str) -> str:
+    return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + path
+
+
 def _jwks_url() -> str:
-    return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + "/.well-known/jwks.json"
+    return _public_url("/.well-known/jwks.json")
+
+
+def _set_launch_client(practice, context: dict) -> Response:
+    """Turn the therapist's view on (or off, when left empty) for a connected EHR."""
+    connection = practice.ehr_connection
+    launch_client_id = request.form.get("launch_client_id", "").strip()
+    if connection is None:
+        context["errors"]["launch_client_id"] = (
+            "Connect your EHR first (steps 1 to 4); the therapist's view opens from it"
+        )
+    elif len(launch_client_id) > 200 or not launch_client_id.isprintable():
+        context["errors"]["launch_client_id"] = (
+            "Enter the client id your EHR gave the SMART app registration (at most 200 characters)"
+        )
+    if context["errors"]:
+        return render_console("admin/ehr.html", status=422, **context)
+    db = get_session()
+    connection.launch_client_id = launch_client_id or None
+    audit.record(
+        db, practice.id, g.admin, "ehr.launch_client_set", launch_client_id=launch_client_id
+    )
+    db.commit()
+    context["launch_saved"] = True
+    return render_console("admin/ehr.html", **context)
 
 
 @bp.route("/ehr", methods=["GET", "POST"])
@@ -119,6 +148,9 @@ def ehr() -> Response:
         "fhir_base": fhir_base,
         "client_id": client_id,
         "jwks_url": _jwks_url(),
+        "launch_url": _public_url("/launch"),
+        "launch_redirect_uri": _public_url("/launch/callback"),
+        "launch_scopes": LAUNCH_SCOPE,
         "connection": connection,
         "errors": {},
         "facts": None,
@@ -127,9 +159,11 @@ def ehr() -> Response:
     if request.method == "GET":
         return render_console("admin/ehr.html", **context)
     errors = context["errors"]
+    action = request.form.get("action", "discover")
+    if action == "launch":
+        return _set_launch_client(practice, context)
     if not fhir_base.startswith(("https://", "http://")):
         errors["fhir_base"] = "Enter the FHIR base URL, starting with https://"
-    action = request.form.get("action", "discover")
     if action == "test" and not client_id:
         errors["client_id"] = "Enter the client id the EHR gave you when you registered us"
     if errors:

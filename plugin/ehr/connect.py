@@ -63,12 +63,35 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+NO_SIGNING_KEY = (
+    "This Alliance Check service has no key yet to sign in to EHRs with. Its operator "
+    "creates one with `alliance-check keys generate`; then test again."
+)
+
+# What a network failure means, by the name of the requests exception the reason carries.
+_NETWORK_WORDS = {
+    "SSLError": "its TLS certificate was not accepted",
+    "ConnectTimeout": "it did not answer in time",
+    "ReadTimeout": "it did not answer in time",
+    "Timeout": "it did not answer in time",
+    "ConnectionError": "the connection was refused, or the name did not resolve",
+}
+
+
+def _network_words(reason: str) -> str:
+    """Say why a connection failed without an exception's class name."""
+    return next(
+        (words for name, words in _NETWORK_WORDS.items() if f"({name})" in reason),
+        "the connection failed",
+    )
+
+
 def explain(reason: str, fhir_base: str) -> str:
-    """Explain a SmartError reason in words an admin can act on."""
+    """Explain a SmartError reason in words an admin can act on, without class names."""
     if reason.startswith("could not reach"):
         return (
-            f"We could not reach {fhir_base}. Check the address, and that the server accepts "
-            f"connections from this service ({reason})."
+            f"We could not reach {fhir_base}: {_network_words(reason)}. Check the address, and "
+            "that the server accepts connections from this service."
         )
     if "smart-configuration" in reason and "answered" in reason:
         return (
@@ -89,7 +112,7 @@ def explain(reason: str, fhir_base: str) -> str:
             f"({reason})."
         )
     if "token endpoint unreachable" in reason:
-        return f"The EHR's sign-in server could not be reached ({reason})."
+        return f"The EHR's sign-in server could not be reached: {_network_words(reason)}."
     return reason
 
 
@@ -139,8 +162,8 @@ def check_connection(
         token = fetch_token(
             client_id, facts.token_endpoint, facts.scope(), current_signer(session, vault)
         )
-    except NoSigningKeyError as exc:
-        step.problem = f"{exc}"
+    except NoSigningKeyError:
+        step.problem = NO_SIGNING_KEY
         return check
     except SmartError as exc:
         step.problem = explain(exc.reason, fhir_base)
@@ -171,10 +194,13 @@ def check_connection(
             token = fetch_token(
                 client_id, facts.token_endpoint, scope, current_signer(session, vault)
             )
-        except (SmartError, NoSigningKeyError) as exc:
+        except NoSigningKeyError:
+            step.problem = NO_SIGNING_KEY
+            return check
+        except SmartError as exc:
             step.problem = (
-                f"{exc}; this platform's clients are found by a Patient search, which needs "
-                f"{scope}; not connected"
+                f"{explain(exc.reason, fhir_base)} This platform's clients are found by a "
+                f"Patient search, which needs {scope}; not connected."
             )
             return check
         if scope not in token.get("scope", scope).split():
