@@ -1,9 +1,6 @@
 """Fixtures: a migrated database per backend, an app per test inside a rolled-back transaction."""
 
-import json
 import os
-import socket
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,26 +15,16 @@ from plugin.core.db import Base, make_engine, upgrade
 from plugin.core.models import Invitation, InvitationStatus
 from plugin.install.practices import add_practice
 from tests.support.browser import browser  # noqa: F401  (fixture)
+from tests.support.data import WEBHOOK_SECRETS, session_ended
+from tests.support.invitations import InvitationFactory
+from tests.support.jobs import plan
 from tests.support.oauth_server import oauth_server  # noqa: F401  (fixture)
-from webhooks.standard import sign
-
-DATA = Path(__file__).parent / "data"
-WEBHOOK_SECRETS = json.loads((DATA / "webhooks" / "secrets.json").read_text())
+from tests.support.platform_server import register_zoom_app, start_platform_server
+from tests.support.ports import free_port
+from tests.support.webhooks import Webhooks
 
 # The same suite runs on SQLite always, and on PostgreSQL too when CI names one.
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("ALLIANCE_TEST_DATABASE_URL") else [])
-
-
-def load_json(relative: str) -> dict:
-    """Read a JSON payload from tests/data."""
-    return json.loads((DATA / relative).read_text())
-
-
-def free_port() -> int:
-    """Return a TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -154,58 +141,10 @@ def other_practice(app, db):
     )
 
 
-def session_ended(session_id: str | None = None, account_id: str = "demo", **client) -> dict:
-    """Return the sample session.ended payload, optionally for another session or account."""
-    payload = load_json("webhooks/session_ended.json")
-    payload["data"]["account_id"] = account_id
-    payload["data"]["session_id"] = session_id or f"s-{uuid.uuid4().hex[:8]}"
-    payload["data"]["client"].update(client)
-    return payload
-
-
-class Webhooks:
-    """Sign and post webhook deliveries the way a platform does."""
-
-    def __init__(self, client, secret: str = WEBHOOK_SECRETS["platform"]):
-        self.client = client
-        self.secret = secret
-
-    def headers(self, body: bytes, msg_id: str | None = None, at: datetime | None = None) -> dict:
-        """Return Standard Webhooks headers for body."""
-        msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-        return sign(self.secret, msg_id, at or datetime.now(UTC), body)
-
-    def post(self, payload: dict | bytes, msg_id: str | None = None, **kwargs):
-        """Sign and post a delivery; returns the response."""
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        headers = kwargs.pop("headers", None) or self.headers(body, msg_id, kwargs.pop("at", None))
-        return self.client.post(
-            "/webhooks/standard",
-            data=body,
-            headers=headers,
-            content_type="application/json",
-            **kwargs,
-        )
-
-
 @pytest.fixture
 def webhooks(client) -> Webhooks:
     """Return a signer that posts to the app like a platform."""
     return Webhooks(client)
-
-
-def plan(app, now: datetime | None = None) -> int:
-    """Run the planning job once, as the worker's tick would."""
-    from plugin.jobs import tick_step
-
-    return tick_step(app, "plan", now)
-
-
-def run_dispatch(app, now: datetime | None = None) -> int:
-    """Run the dispatch job once, as the worker's tick would."""
-    from plugin.jobs import tick_step
-
-    return tick_step(app, "dispatch", now)
 
 
 @pytest.fixture
@@ -235,32 +174,14 @@ def mail_app(app, smtp):
 
 # --- Marketplace install: the platform's real OAuth server (tests/platform_server.py) ---
 
-ZOOM_APP = {"ZOOM_CLIENT_ID": "alliance-check-zoom", "ZOOM_CLIENT_SECRET": "zoom-test-secret"}
-
 
 @pytest.fixture(scope="session")
 def platform_server():
     """A running authorization server playing the platform, shared by the session."""
-    from tests.support.platform_server import start_platform_server
 
     server = start_platform_server()
     yield server
     server.stop()
-
-
-def register_zoom_app(server, base_url: str = "http://localhost"):
-    """Reset the platform server and register our Zoom app, calling back to base_url."""
-    from plugin.install.platforms import platform_table
-
-    server.reset()
-    scopes = " ".join(s["scope"] for s in platform_table()["zoom"]["oauth"]["scopes"])
-    server.register_client(
-        ZOOM_APP["ZOOM_CLIENT_ID"],
-        ZOOM_APP["ZOOM_CLIENT_SECRET"],
-        f"{base_url}/oauth/callback",
-        scopes,
-    )
-    return server
 
 
 @pytest.fixture
@@ -269,78 +190,7 @@ def zoom_platform(platform_server):
     return register_zoom_app(platform_server)
 
 
-def zoom_settings(server) -> dict:
-    """Return the settings that make Zoom installable against the test platform server."""
-    return {**server.settings("ZOOM"), **ZOOM_APP}
-
-
 # --- Delivery and opt-out: invitations built straight in the database ---
-
-
-class InvitationFactory:
-    """Build sent (or pending) invitations directly, as planning and dispatch would leave them."""
-
-    def __init__(self, app, db):
-        self.app = app
-        self.db = db
-        self.vault = app.extensions["vault"]
-
-    def __call__(
-        self,
-        practice,
-        *,
-        patient_ref: str = "Patient/c1",
-        status: str = "sent",
-        language: str = "en",
-        email: str | None = "sam.rivera@example.org",
-        phone: str | None = None,
-        now: datetime | None = None,
-    ):
-        """Return (invitation, link token) for a new invitation of this client."""
-        from plugin.core.crypto import new_token
-        from plugin.core.models import Invitation, SessionEvent
-        from plugin.planning.optouts import phone_digest
-        from plugin.survey.instruments import default_instrument
-
-        now = now or datetime.now(UTC)
-        with self.app.app_context():
-            canonical = default_instrument().canonical
-            digest = phone_digest(phone) if phone else None
-        event = SessionEvent(
-            practice_id=practice.id,
-            platform="standard",
-            event_id=f"evt-{uuid.uuid4().hex}",
-            session_id=f"s-{uuid.uuid4().hex[:8]}",
-            started_at=now - timedelta(minutes=50),
-            ended_at=now,
-            patient_ref=patient_ref,
-            status="planned",
-            next_attempt_at=now,
-            received_at=now,
-        )
-        self.db.add(event)
-        self.db.flush()
-        token, token_hash = new_token()
-        invitation = Invitation(
-            practice_id=practice.id,
-            session_event_id=event.id,
-            status=status,
-            questionnaire=canonical,
-            patient_ref=patient_ref,
-            contact=self.vault.seal({"email": email, "phone": phone}),
-            phone_digest=digest,
-            language=language,
-            channels=["sms", "email"] if phone else ["email"],
-            due_at=now,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        if status == "sent":
-            invitation.token_hash, invitation.token = token_hash, self.vault.seal(token)
-            invitation.sent_at, invitation.expires_at = now, now + timedelta(hours=72)
-        self.db.add(invitation)
-        self.db.commit()
-        return invitation, token
 
 
 @pytest.fixture

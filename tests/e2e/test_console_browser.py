@@ -18,7 +18,6 @@ from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy import select
 
 from plugin.core.models import Practice
-from tests.conftest import InvitationFactory, free_port, register_zoom_app, zoom_settings
 from tests.support.browser import (
     axe_violations,
     horizontal_overflow,
@@ -27,6 +26,9 @@ from tests.support.browser import (
 )
 from tests.support.console import add_problems
 from tests.support.install import ACCOUNTS
+from tests.support.invitations import InvitationFactory
+from tests.support.platform_server import register_zoom_app, zoom_settings
+from tests.support.ports import free_port
 from tests.support.wsgi_thread import ThreadedServer
 
 CONSOLE_PAGES = ["/console/", "/console/schedule", "/console/ehr", "/console/problems",

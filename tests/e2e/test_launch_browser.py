@@ -11,10 +11,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from plugin.ehr.keys import generate
 from plugin.install.practices import add_practice
-from tests.conftest import free_port, load_json
 from tests.support import fhir_server
 from tests.support.browser import axe_violations, horizontal_overflow, set_viewport
+from tests.support.data import load_json
 from tests.support.launch import LAUNCH_CLIENT, LAUNCH_SCOPES, seed, session_bundles
+from tests.support.ports import free_port
 from tests.support.wsgi_thread import ThreadedServer
 
 HISTORY = load_json("launch/history.json")

@@ -18,9 +18,9 @@ from plugin.core.models import EhrConnection, EhrWrite
 from plugin.ehr.keys import current_signer, generate
 from plugin.ehr.smart import fetch_token
 from plugin.jobs import tick_step
-from tests.conftest import load_json
 from tests.support import fhir_server
 from tests.support.backlog import every_item, queue_session
+from tests.support.data import load_json
 
 SESSIONS = load_json("ruptures/flag-sessions.json")["sessions"]
 START = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from plugin.core.logs import JsonFormatter
 from plugin.jobs import tick
-from tests.conftest import load_json, session_ended
+from tests.support.data import load_json, session_ended
 
 SUBMISSION = load_json("fhir/submissions.json")["mixed"]
 EMAIL, PHONE = "sam.rivera@example.org", "+12025550143"

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from plugin.core.models import AuditEvent, Practice
-from tests.conftest import zoom_settings
 from tests.support.console import csrf_token, sign_in
+from tests.support.platform_server import zoom_settings
 
 
 @pytest.fixture

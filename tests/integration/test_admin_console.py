@@ -13,8 +13,8 @@ from plugin.core.models import (
     SchedulePolicy,
     SessionEvent,
 )
-from tests.conftest import zoom_settings
 from tests.support.console import add_problems, csrf_token, sign_in
+from tests.support.platform_server import zoom_settings
 
 PAGES = ["/console/", "/console/schedule", "/console/ehr", "/console/problems",
          "/console/practice", "/console/tokens", "/console/audit"]  # fmt: skip

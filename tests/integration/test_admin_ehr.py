@@ -10,10 +10,11 @@ from sqlalchemy import select
 
 from plugin.core.models import AuditEvent, EhrConnection, Practice
 from plugin.ehr.keys import generate
-from tests.conftest import free_port, zoom_settings
 from tests.support import fhir_server
 from tests.support.console import csrf_token, sign_in
 from tests.support.ehr_desk import WRITE_AND_SEARCH
+from tests.support.platform_server import zoom_settings
+from tests.support.ports import free_port
 
 WIZARD = "/console/ehr"
 

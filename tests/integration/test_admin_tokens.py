@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from plugin.admin.api.tokens import PREFIX, TOKEN_LENGTH, hash_token
 from plugin.core.models import ApiToken, AuditEvent, Practice
-from tests.conftest import zoom_settings
 from tests.support.api import token_for
 from tests.support.console import csrf_token, sign_in
+from tests.support.platform_server import zoom_settings
 
 PAGE = "/console/tokens"
 TOKEN_RE = re.compile(re.escape(PREFIX) + r"[A-Za-z0-9_-]{43}")

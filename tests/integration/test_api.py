@@ -12,8 +12,8 @@ from plugin.admin.api.openapi import document
 from plugin.admin.api.tokens import PREFIX, TokenError, create_token, hash_token, revoke_token
 from plugin.core.audit import recent
 from plugin.core.models import ApiToken
-from tests.conftest import load_json
 from tests.support.api import ApiClient, stuck_session, token_for
+from tests.support.data import load_json
 
 BAD_REQUESTS = load_json("api/bad_requests.json")
 BAD_TOKENS = load_json("api/bad_tokens.json")

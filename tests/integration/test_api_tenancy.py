@@ -8,8 +8,8 @@ from sqlalchemy import select
 from plugin.admin.api.openapi import document
 from plugin.core.models import Practice, SessionEvent
 from plugin.planning.schedules import history, list_overrides, set_override
-from tests.conftest import load_json
 from tests.support.api import ApiClient, stuck_session, token_for
+from tests.support.data import load_json
 
 CALLS = load_json("api/cross_practice_calls.json")
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from plugin.delivery.channels import (
     channels_from_config,
 )
 from plugin.delivery.messages import SMS_SEGMENT, is_gsm7
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from tests.support.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM
 
 EMAIL = "sam.rivera@example.org"

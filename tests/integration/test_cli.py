@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from plugin.cli import main
-from tests.conftest import free_port, load_json
+from tests.support.data import load_json
+from tests.support.ports import free_port
 
 
 def test_help_lists_our_commands_and_none_of_flasks(runner):

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from plugin.core.models import EhrWrite
-from tests.conftest import session_ended
+from tests.support.data import session_ended
 
 LISTS = {
     "practice": (["practice", "list"], "no practices installed"),

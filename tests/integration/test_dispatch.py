@@ -18,7 +18,9 @@ from plugin.core.models import Invitation
 from plugin.jobs import tick
 from plugin.planning.optouts import opt_out
 from plugin.planning.schedules import current_policy, set_policy
-from tests.conftest import free_port, plan, run_dispatch, session_ended
+from tests.support.data import session_ended
+from tests.support.jobs import plan, run_dispatch
+from tests.support.ports import free_port
 
 LINK = re.compile(r"http://localhost/q/([A-Za-z0-9_-]+)")
 EMAIL, PHONE = "sam.rivera@example.org", "+12025550143"

@@ -220,7 +220,8 @@ def answer_another(webhooks, db, client, session_id: str) -> EhrWrite:
     """Receive and answer one more session through the real page; return its write."""
     from plugin.core.crypto import new_token
     from plugin.core.models import Invitation
-    from tests.conftest import plan, session_ended
+    from tests.support.data import session_ended
+    from tests.support.jobs import plan
 
     # Another client: the schedule's minimum gap would skip a second one for the same.
     webhooks.post(session_ended(session_id, reference=f"Patient/{session_id}"))

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from plugin.core.models import SessionEvent
-from tests.conftest import load_json, session_ended
+from tests.support.data import load_json, session_ended
 from tests.support.zoom_api import ZOOM_SECRETS, ZoomWebhooks, zoom_payload
 
 # json.dumps writes a lone surrogate as the escape "\ud800": valid JSON, but not text a

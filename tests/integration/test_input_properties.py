@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import load_json
 from tests.support.backlog import FULL
+from tests.support.data import load_json
 from tests.support.payloads import JSON_VALUES, STANDARD_PATHS, ZOOM_PATHS, replace_somewhere
 from tests.support.survey import csrf
 from tests.support.zoom_api import ZOOM_SECRETS, ZoomWebhooks, zoom_payload

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from plugin import create_app
 from plugin.core.crypto import Vault
 from plugin.core.models import InstallEvent, Practice
-from tests.conftest import zoom_settings
 from tests.support.install import ACCOUNTS, begin
+from tests.support.platform_server import zoom_settings
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from plugin.core.models import Invitation, LaunchSession, SessionEvent
 from plugin.ehr.keys import generate
-from tests.conftest import load_json
 from tests.support import fhir_server
+from tests.support.data import load_json
 from tests.support.launch import (
     LAUNCH_CLIENT,
     LAUNCH_SCOPES,

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 from plugin.core.models import OptOut
 from plugin.delivery.unsubscribe import unsubscribe_link
 from plugin.planning.optouts import is_opted_out, opt_in, opt_out, phone_digest
-from tests.conftest import DATA
+from tests.support.data import DATA
 from tests.support.twilio_api import AUTH_TOKEN
 
 PHONE = "+12025550143"

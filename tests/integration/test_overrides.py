@@ -17,7 +17,7 @@ from plugin.planning.schedules import (
     set_override,
     set_policy,
 )
-from tests.conftest import load_json
+from tests.support.data import load_json
 
 OVERRIDES = load_json("schedules/overrides.json")
 BUNDLED = load_bundled().canonical

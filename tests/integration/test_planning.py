@@ -14,7 +14,8 @@ from plugin.core.models import Invitation, SessionEvent
 from plugin.planning.optouts import opt_out
 from plugin.planning.policy import send_time
 from plugin.planning.schedules import current_policy, set_policy
-from tests.conftest import plan, session_ended
+from tests.support.data import session_ended
+from tests.support.jobs import plan
 
 NEW_YORK = ZoneInfo("America/New_York")
 # Mondays 17:00-17:50 in New York, from the first week of March 2026.

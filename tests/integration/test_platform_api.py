@@ -13,8 +13,9 @@ from plugin.install.platform_api import (
     PlatformError,
     PlatformUnavailable,
 )
-from tests.conftest import free_port, zoom_settings
 from tests.support.install import begin
+from tests.support.platform_server import zoom_settings
+from tests.support.ports import free_port
 
 
 @pytest.fixture

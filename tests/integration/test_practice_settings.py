@@ -10,7 +10,7 @@ from plugin.core.audit import recent
 from plugin.core.models import InstallEvent, Practice, SchedulePolicy
 from plugin.install.practices import PracticeInputError, remove_practice
 from plugin.planning.practice_settings import practice_language, update_practice
-from tests.conftest import load_json
+from tests.support.data import load_json
 
 BAD = load_json("practices/bad_settings.json")
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)

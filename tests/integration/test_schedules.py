@@ -20,7 +20,7 @@ from plugin.planning.schedules import (
     session_number,
     set_policy,
 )
-from tests.conftest import DATA
+from tests.support.data import DATA
 
 ROOT = Path(__file__).parents[2]
 SCHEDULES = ROOT / "config" / "schedules"

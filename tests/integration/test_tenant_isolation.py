@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from plugin.core.crypto import new_token
 from plugin.core.models import EhrWrite, Invitation, Practice, SessionEvent
 from plugin.jobs import tick
-from tests.conftest import load_json, session_ended
 from tests.support import fhir_server
 from tests.support.backlog import FULL
+from tests.support.data import load_json, session_ended
 from tests.support.ehr_desk import PARTICIPANTS, UUID, Ehr
 from tests.support.zoom_api import ZoomWebhooks, add_zoom_practice, zoom_payload
 

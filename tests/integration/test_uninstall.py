@@ -23,8 +23,9 @@ from plugin.core.models import (
     SessionEvent,
 )
 from plugin.install.lifecycle import uninstall
-from tests.conftest import load_json, zoom_settings
+from tests.support.data import load_json
 from tests.support.install import ACCOUNTS, begin
+from tests.support.platform_server import zoom_settings
 from webhooks.zoom import sign as zoom_sign
 
 CLIENTS = load_json("install/clients.json")

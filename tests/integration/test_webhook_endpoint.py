@@ -8,7 +8,8 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import sessionmaker
 
 from plugin.core.models import Invitation, SessionEvent
-from tests.conftest import WEBHOOK_SECRETS, Webhooks, session_ended
+from tests.support.data import WEBHOOK_SECRETS, session_ended
+from tests.support.webhooks import Webhooks
 
 
 def count(db, model) -> int:

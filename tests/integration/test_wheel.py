@@ -16,7 +16,8 @@ import pytest
 import requests
 from alembic.script import ScriptDirectory
 
-from tests.conftest import free_port, load_json
+from tests.support.data import load_json
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).parents[2]
 pytestmark = pytest.mark.slow

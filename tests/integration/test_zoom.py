@@ -20,8 +20,8 @@ from plugin.core.models import EhrWrite, InstallEvent, Invitation, Practice, Ses
 from plugin.ehr.keys import current_signer
 from plugin.ehr.smart import fetch_token
 from plugin.jobs import tick
-from tests.conftest import load_json, session_ended
 from tests.support import fhir_server
+from tests.support.data import load_json, session_ended
 from tests.support.ehr_desk import PARTICIPANTS, UUID, Ehr
 from tests.support.zoom_api import ZOOM_SECRETS, ZoomWebhooks, add_zoom_practice, zoom_payload
 from webhooks.zoom import sign

@@ -6,7 +6,7 @@ import requests
 
 from plugin.ehr.keys import current_signer, generate
 from plugin.ehr.smart import fetch_token
-from tests.conftest import DATA
+from tests.support.data import DATA
 
 UUID = "4444AAAiAAAAAiAiAiiAii=="
 PARTICIPANTS = json.loads((DATA / "zoom" / "participants.json").read_text())["participants"]

@@ -2,7 +2,7 @@
 
 import requests
 
-from tests.conftest import load_json
+from tests.support.data import load_json
 
 ACCOUNTS = load_json("install/accounts.json")
 

@@ -411,3 +411,26 @@ def platform_server() -> Iterator[PlatformServer]:
     server = start_platform_server()
     yield server
     server.stop()
+
+
+ZOOM_APP = {"ZOOM_CLIENT_ID": "alliance-check-zoom", "ZOOM_CLIENT_SECRET": "zoom-test-secret"}
+
+
+def register_zoom_app(server, base_url: str = "http://localhost"):
+    """Reset the platform server and register our Zoom app, calling back to base_url."""
+    from plugin.install.platforms import platform_table
+
+    server.reset()
+    scopes = " ".join(s["scope"] for s in platform_table()["zoom"]["oauth"]["scopes"])
+    server.register_client(
+        ZOOM_APP["ZOOM_CLIENT_ID"],
+        ZOOM_APP["ZOOM_CLIENT_SECRET"],
+        f"{base_url}/oauth/callback",
+        scopes,
+    )
+    return server
+
+
+def zoom_settings(server) -> dict:
+    """Return the settings that make Zoom installable against the test platform server."""
+    return {**server.settings("ZOOM"), **ZOOM_APP}

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 from werkzeug import Request, Response
 
 from plugin.core.models import Practice
-from tests.conftest import DATA
+from tests.support.data import DATA
 from webhooks import zoom
 
 ZOOM_SECRETS = json.loads((DATA / "zoom" / "secrets.json").read_text())

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import WEBHOOK_SECRETS, load_json
+from tests.support.data import WEBHOOK_SECRETS, load_json
 from tests.support.payloads import (
     JSON_VALUES,
     STANDARD_PATHS,
