@@ -27,6 +27,7 @@ from tests.support.launch import (
     LAUNCH_SCOPES,
     REDIRECT_URI,
     follow_launch,
+    launch_flags,
     patient_token,
     seed,
     session_bundles,
@@ -63,57 +64,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launches", type=int, default=40)
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as tmp, start_oauth_server() as oauth:
-        flags = (
-            *fhir_server.trusting(oauth),
-            "--enforce-scopes",
-            "--authorize-endpoint",
-            oauth.authorization_endpoint,
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        start_oauth_server() as oauth,
+        fhir_server.running(*launch_flags(oauth)) as ehr,
+    ):
+        path = Path(tmp) / "var"
+        instance = prepare_instance(path, f"sqlite:///{path / 'bench.db'}", "demo")
+        app = create_app(instance.config())
+        with app.extensions["db"].sessions() as session:
+            key = generate(session, app.extensions["vault"], "ES384")
+        oauth.register_client(
+            "alliance",
+            jwks={"keys": [key.public_jwk]},
+            scopes="system/QuestionnaireResponse.c system/Observation.c",
         )
-        with fhir_server.running(*flags) as ehr:
-            path = Path(tmp) / "var"
-            instance = prepare_instance(path, f"sqlite:///{path / 'bench.db'}", "demo")
-            app = create_app(instance.config())
-            with app.extensions["db"].sessions() as session:
-                key = generate(session, app.extensions["vault"], "ES384")
-            oauth.register_client(
-                "alliance",
-                jwks={"keys": [key.public_jwk]},
-                scopes="system/QuestionnaireResponse.c system/Observation.c",
-            )
-            callback = app.config["PUBLIC_BASE_URL"].rstrip("/") + "/launch/callback"
-            oauth.register_launch_client(LAUNCH_CLIENT, [callback, REDIRECT_URI], LAUNCH_SCOPES)
-            result = app.test_cli_runner().invoke(
-                args=[
-                    *("ehr", "connect", "demo", ehr.base_url, "--client-id", "alliance"),
-                    *("--launch-client-id", LAUNCH_CLIENT),
-                ]
-            )
-            assert result.exit_code == 0, result.output
-            history = [{"option": PATTERN[n % len(PATTERN)]} for n in range(args.sessions)]
-            system = app.config["FHIR_IDENTIFIER_SYSTEM"]
-            seed(ehr.base_url, oauth, session_bundles(history, PATIENT, system))
+        callback = app.config["PUBLIC_BASE_URL"].rstrip("/") + "/launch/callback"
+        oauth.register_launch_client(LAUNCH_CLIENT, [callback, REDIRECT_URI], LAUNCH_SCOPES)
+        result = app.test_cli_runner().invoke(
+            args=[
+                *("ehr", "connect", "demo", ehr.base_url, "--client-id", "alliance"),
+                *("--launch-client-id", LAUNCH_CLIENT),
+            ]
+        )
+        assert result.exit_code == 0, result.output
+        history = [{"option": PATTERN[n % len(PATTERN)]} for n in range(args.sessions)]
+        system = app.config["FHIR_IDENTIFIER_SYSTEM"]
+        seed(ehr.base_url, oauth, session_bundles(history, PATIENT, system))
 
-            client = app.test_client()
-            token = patient_token(oauth, ehr.base_url, oauth.register_launch(PATIENT, ehr.base_url))
-            launches, bare = [], []
-            with requests.Session() as http:
-                for _ in range(3):  # warm both paths: imports, connection pools, JIT of node
-                    warm = oauth.register_launch(PATIENT, ehr.base_url)
-                    follow_launch(client, ehr.base_url, warm)
-                    bare_searches(http, ehr.base_url, token)
-                # Interleaved, so both sides see the same machine load.
-                for _ in range(args.launches):
-                    launch = oauth.register_launch(PATIENT, ehr.base_url)
-                    started = time.perf_counter()
-                    done = follow_launch(client, ehr.base_url, launch)
-                    launches.append(time.perf_counter() - started)
-                    assert done.statuses == [302, 302, 303, 200], done.statuses
-                    page = done.response.get_data(as_text=True)
-                    assert f"{args.sessions} answered sessions" in page
-                    started = time.perf_counter()
-                    bare_searches(http, ehr.base_url, token)
-                    bare.append(time.perf_counter() - started)
+        client = app.test_client()
+        token = patient_token(oauth, ehr.base_url, oauth.register_launch(PATIENT, ehr.base_url))
+        launches, bare = [], []
+        with requests.Session() as http:
+            for _ in range(3):  # warm both paths: imports, connection pools, JIT of node
+                warm = oauth.register_launch(PATIENT, ehr.base_url)
+                follow_launch(client, ehr.base_url, warm)
+                bare_searches(http, ehr.base_url, token)
+            # Interleaved, so both sides see the same machine load.
+            for _ in range(args.launches):
+                launch = oauth.register_launch(PATIENT, ehr.base_url)
+                started = time.perf_counter()
+                done = follow_launch(client, ehr.base_url, launch)
+                launches.append(time.perf_counter() - started)
+                assert done.statuses == [302, 302, 303, 200], done.statuses
+                page = done.response.get_data(as_text=True)
+                assert f"{args.sessions} answered sessions" in page
+                started = time.perf_counter()
+                bare_searches(http, ehr.base_url, token)
+                bare.append(time.perf_counter() - started)
 
     ms = lambda seconds: seconds * 1000  # noqa: E731
     print(f"{args.sessions} sessions of history, {args.launches} launches, interleaved")

@@ -14,7 +14,7 @@ from plugin.install.practices import add_practice
 from tests.support import fhir_server
 from tests.support.browser import axe_violations, horizontal_overflow, set_viewport
 from tests.support.data import load_json
-from tests.support.launch import LAUNCH_CLIENT, LAUNCH_SCOPES, seed, session_bundles
+from tests.support.launch import LAUNCH_CLIENT, LAUNCH_SCOPES, launch_flags, seed, session_bundles
 from tests.support.ports import free_port
 from tests.support.wsgi_thread import ThreadedServer
 
@@ -39,13 +39,7 @@ def config(config, port):
 @pytest.fixture(scope="module")
 def ehr(oauth_server):
     """A strict FHIR server trusting the test authorization server, offering EHR launch."""
-    flags = (
-        *fhir_server.trusting(oauth_server),
-        "--enforce-scopes",
-        "--authorize-endpoint",
-        oauth_server.authorization_endpoint,
-    )
-    with fhir_server.running(*flags) as server:
+    with fhir_server.running(*launch_flags(oauth_server)) as server:
         yield server
 
 

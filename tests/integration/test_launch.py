@@ -21,6 +21,7 @@ from tests.support.launch import (
     LAUNCH_SCOPES,
     REDIRECT_URI,
     follow_launch,
+    launch_flags,
     patient_token,
     seed,
     session_bundles,
@@ -34,13 +35,7 @@ BACKEND_SCOPES = "system/QuestionnaireResponse.c system/Observation.c"
 @pytest.fixture(scope="module")
 def ehr(oauth_server):
     """A strict FHIR server trusting the test authorization server, offering EHR launch."""
-    flags = (
-        *fhir_server.trusting(oauth_server),
-        "--enforce-scopes",
-        "--authorize-endpoint",
-        oauth_server.authorization_endpoint,
-    )
-    with fhir_server.running(*flags) as server:
+    with fhir_server.running(*launch_flags(oauth_server)) as server:
         yield server
 
 

@@ -17,6 +17,7 @@ import requests
 from fhir_mappings.bundle import ResponseContext, build_transaction
 from fhir_mappings.instrument import load_bundled
 from fhir_mappings.scoring import score, validate_answers
+from tests.support import fhir_server
 
 INSTRUMENT = load_bundled()
 START = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
@@ -147,3 +148,14 @@ def patient_token(oauth, fhir_base: str, launch: str) -> str:
         timeout=10,
     ).json()
     return token["access_token"]
+
+
+def launch_flags(oauth) -> tuple[str, ...]:
+    """Flags for a strict FHIR server that trusts the test authorization server and offers
+    the EHR launch (its smart-configuration names the authorization endpoint)."""
+    return (
+        *fhir_server.trusting(oauth),
+        "--enforce-scopes",
+        "--authorize-endpoint",
+        oauth.authorization_endpoint,
+    )
