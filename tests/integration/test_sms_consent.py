@@ -78,6 +78,16 @@ def test_without_consent_a_phone_only_client_fails_with_the_reason(
     assert invitation.contact is None
 
 
+def test_admins_are_told_why_no_text_went(texting, webhooks, practice, db):
+    from plugin.admin.problems import failed_invitations
+
+    receive(texting, webhooks, email=None)
+    run_dispatch(texting)
+    [problem] = failed_invitations(db, practice.id)
+    assert "no consent to texts is on record" in problem.why
+    assert problem.detail == NO_SMS_CONSENT
+
+
 def test_with_consent_the_text_goes_and_its_source_is_recorded(
     texting, smtp, twilio, webhooks, practice, db
 ):
