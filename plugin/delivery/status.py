@@ -33,8 +33,9 @@ def record_sms_status(
     invitation = session.scalar(
         select(Invitation)
         .where(Invitation.sms_sid_hash == hash_token(message_sid))
-        # Twilio may post two statuses at once; one applies, the other sees its result.
-        .with_for_update()
+        # Twilio may post two statuses at once; one applies, the other sees its result. Only
+        # the invitation row: PostgreSQL cannot lock the outer-joined side of its eager loads.
+        .with_for_update(of=Invitation)
     )
     if invitation is None:
         return "unknown"
