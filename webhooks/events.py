@@ -35,6 +35,25 @@ class Reference:
     display: str | None = field(default=None, repr=False)
 
 
+# Where a practice recorded a client's consent to texts (the webhook's sms_consent.source).
+SMS_CONSENT_SOURCES = ("intake_form", "portal", "verbal", "written", "ehr")
+
+
+@dataclass(frozen=True)
+class SmsConsent:
+    """Say whether, when and where a client agreed to receive texts (or refused them)."""
+
+    granted: bool
+    given_at: datetime
+    source: str
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown source and a naive or non-UTC time."""
+        if self.source not in SMS_CONSENT_SOURCES:
+            raise ValueError(f"sms consent source must be one of {', '.join(SMS_CONSENT_SOURCES)}")
+        _require_utc("given_at", self.given_at)
+
+
 # kw_only: the brief's order puts required `timezone` after defaulted `language`.
 @dataclass(frozen=True, kw_only=True)
 class ClientContact:
@@ -46,6 +65,8 @@ class ClientContact:
     phone: str | None = field(default=None, repr=False)
     language: str = "en"
     timezone: str
+    # None: the platform said nothing, so no consent to texts is on record from this event.
+    sms_consent: SmsConsent | None = None
 
     def __post_init__(self) -> None:
         """Refuse a contact nobody could reach or schedule."""

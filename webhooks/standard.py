@@ -12,7 +12,14 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from webhooks import validation
 from webhooks.errors import InvalidPayloadError, InvalidSignatureError
-from webhooks.events import ClientContact, Ignored, Reference, SessionEnded, Uninstalled
+from webhooks.events import (
+    ClientContact,
+    Ignored,
+    Reference,
+    SessionEnded,
+    SmsConsent,
+    Uninstalled,
+)
 
 PLATFORM = "standard"
 SCHEMA = "session-ended.schema.json"
@@ -181,9 +188,21 @@ def _session_ended(data: dict[str, Any], event_id: str, now: datetime) -> Sessio
             phone=client.get("phone"),
             language=client.get("language", "en"),
             timezone=client["timezone"],
+            sms_consent=_sms_consent(client.get("sms_consent"), now),
         ),
         encounter=Reference(**encounter) if encounter else None,
     )
+
+
+def _sms_consent(data: dict[str, Any] | None, now: datetime) -> SmsConsent | None:
+    """Build the client's consent to texts from schema-valid data; refuse one from the future."""
+    if data is None:
+        return None
+    given_at = validation.parse_datetime(data["given_at"])
+    if given_at > now + validation.CLOCK_SKEW:
+        field = "data.client.sms_consent.given_at"
+        raise InvalidPayloadError(field, f"{field} must not be in the future")
+    return SmsConsent(granted=data.get("granted", True), given_at=given_at, source=data["source"])
 
 
 # The name every adapter module exposes, so plugin code stays platform-neutral.

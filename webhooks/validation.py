@@ -160,6 +160,8 @@ def _describe(error: ValidationError) -> tuple[str, str]:
         return field, f"must be of type {rule}"
     if kind == "const":
         return field, f"must be {json.dumps(rule)}"
+    if kind == "enum":
+        return field, "must be one of " + ", ".join(json.dumps(value) for value in rule)
     if kind == "minLength":
         return field, "must not be empty" if rule == 1 else f"must be at least {rule} characters"
     if kind == "maxLength":

@@ -72,6 +72,11 @@ def _invitation_why(error: str | None) -> str:
     text = error or ""
     if "no address" in text:
         return "The client had no email address or phone number for the channels in use."
+    if "no consent to texts" in text:
+        return (
+            "The client could not be emailed, and no consent to texts is on record "
+            "(send it as sms_consent with the session, or the client can text START)."
+        )
     if text.startswith("sms"):
         return "The text message could not be delivered."
     if text.startswith("email"):

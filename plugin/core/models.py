@@ -178,6 +178,11 @@ class Invitation(Base):
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # SHA-256 of the Twilio Message SID of the invitation's text, so a delivery-status
+    # callback finds it; cleared when the text fails and the invitation falls back.
+    sms_sid_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    # When the carrier confirmed delivery of the invitation's text (Twilio "delivered").
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     session_event: Mapped[SessionEvent] = relationship(lazy="joined")
     practice: Mapped[Practice] = relationship(lazy="joined")
@@ -357,3 +362,32 @@ class AuditEvent(Base):
     # e.g. {"version": 3, "fields": ["first_sessions"]}; ids and names only.
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SmsConsent(Base):
+    """A client's consent to texts from a practice (or their refusal): where and when given.
+
+    Rows are the record: a grant stays active until revoked (SMS STOP, or a later refusal).
+    No phone number is kept: `phone_digest` (as on Invitation) ties a grant to the number it
+    was given for; None means any number of this client (e.g. consent recorded in the EHR).
+    """
+
+    __tablename__ = "sms_consents"
+    __table_args__ = (Index("ix_sms_consents_client", "practice_id", "patient_ref"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    patient_ref: Mapped[str] = mapped_column(String(200))
+    phone_digest: Mapped[str | None] = mapped_column(String(64))
+    # False records an explicit refusal or withdrawal sent by the practice.
+    granted: Mapped[bool] = mapped_column()
+    # Where the practice recorded it (intake_form, portal, verbal, written, ehr), or
+    # sms_start when the client texted START.
+    source: Mapped[str] = mapped_column(String(32))
+    # How it reached us: webhook, ehr (a FHIR Consent) or sms.
+    recorded_via: Mapped[str] = mapped_column(String(16))
+    given_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When and how a grant stopped counting: sms_stop, or refused (a later refusal).
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(16))

@@ -73,7 +73,9 @@ class Channel(Protocol):
     # What carried it, recorded on the invitation: "smtp", "twilio" or "file".
     transport: str
 
-    def send(self, outgoing: Outgoing) -> None: ...
+    def send(self, outgoing: Outgoing) -> str | None:
+        """Send; return the provider's message id where it reports delivery (Twilio's SID)."""
+        ...
 
 
 # --- email ---------------------------------------------------------------------------------
@@ -209,6 +211,7 @@ class TwilioSms:
         messaging_service_sid: str = "",
         base_url: str = "https://api.twilio.com",
         timeout: float = 10,
+        status_callback: str = "",
     ):
         if not (sender or messaging_service_sid):
             raise ValueError("set ALLIANCE_TWILIO_FROM or ALLIANCE_TWILIO_MESSAGING_SERVICE_SID")
@@ -218,6 +221,8 @@ class TwilioSms:
         self.messaging_service_sid = messaging_service_sid
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # Where Twilio posts delivery status (/sms/twilio/status); "" asks for none.
+        self.status_callback = status_callback
 
     def _request(self, method: str, path: str, data: dict) -> dict:
         url = f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/{path}"
@@ -243,9 +248,11 @@ class TwilioSms:
             raise TwilioUnavailableError(reason, permanent=False, response=response, code=code)
         raise TwilioRejectedError(reason, permanent=True, response=response, code=code)
 
-    def send(self, to: str, body: str, key: str) -> str:
-        """Ask Twilio to send one message; return its Message SID."""
+    def send(self, to: str, body: str, key: str, *, track: bool = False) -> str:
+        """Ask Twilio to send one message (with status callbacks if track); return its SID."""
         data = {"To": to, "Body": body}
+        if track and self.status_callback:
+            data["StatusCallback"] = self.status_callback
         if self.messaging_service_sid:
             data["MessagingServiceSid"] = self.messaging_service_sid
         else:
@@ -269,10 +276,9 @@ class SmsOutbox:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
 
-    def send(self, to: str, body: str, key: str) -> str:
-        """Write the message; a retry overwrites the same file."""
+    def send(self, to: str, body: str, key: str, *, track: bool = False) -> None:
+        """Write the message; a retry overwrites the same file. No status ever comes back."""
         _write_atomically(self.directory, f"{key}.sms.txt", f"To: {to}\n\n{body}\n".encode())
-        return key
 
 
 class SmsChannel:
@@ -284,10 +290,19 @@ class SmsChannel:
         self.sender = sender
         self.transport = sender.transport
 
-    def send(self, outgoing: Outgoing) -> None:
-        """Compose and send one text message."""
+    def send(self, outgoing: Outgoing) -> str | None:
+        """Compose and send one text message; return Twilio's SID when it will report status.
+
+        Only the invitation's own text asks for status callbacks: a reminder that fails has
+        no fallback, since the client already holds the link.
+        """
         suffix = ".reminder" if outgoing.reminder else ""
-        self.sender.send(outgoing.to, compose_sms(outgoing), key=outgoing.key + suffix)
+        return self.sender.send(
+            outgoing.to,
+            compose_sms(outgoing),
+            key=outgoing.key + suffix,
+            track=not outgoing.reminder,
+        )
 
 
 def channels_from_config(config) -> dict[str, Channel]:
@@ -306,6 +321,7 @@ def channels_from_config(config) -> dict[str, Channel]:
             messaging_service_sid=config["TWILIO_MESSAGING_SERVICE_SID"],
             base_url=config["TWILIO_API_BASE_URL"],
             timeout=config["TWILIO_TIMEOUT_SECONDS"],
+            status_callback=config["PUBLIC_BASE_URL"].rstrip("/") + "/sms/twilio/status",
         )
     else:
         sms_sender = SmsOutbox(config["OUTBOX_DIR"])

@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session, object_session, sessionmaker
 
-from plugin.core.crypto import Vault, new_token
+from plugin.core.crypto import Vault, hash_token, new_token
 from plugin.core.models import Invitation, InvitationStatus, SchedulePolicy
 from plugin.core.queue import drain, retry_at
 from plugin.delivery.channels import Channel, DeliveryError, Outgoing
 from plugin.delivery.unsubscribe import unsubscribe_link
+from plugin.planning.consent import has_sms_consent
 from plugin.planning.optouts import is_opted_out
 from plugin.planning.policy import Policy, reminder_time
 
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # Which contact field each channel needs.
 ADDRESS = {"email": "email", "sms": "phone"}
+# Why a phone number was not texted; an invitation records it (no PHI).
+NO_SMS_CONSENT = "sms: no consent to texts on record"
 
 
 @dataclass(frozen=True)
@@ -98,13 +101,19 @@ def _send(invitation: Invitation, channels: dict[str, Channel], vault: Vault, se
         if not address:
             invitation.channel_index += 1
             continue
+        if name == "sms" and not _may_text(session, invitation):
+            # The last check before a text leaves: consent may have been revoked since planning.
+            errors.append(NO_SMS_CONSENT)
+            invitation.channel_index += 1
+            invitation.attempts = 0
+            continue
         token, token_hash = new_token()
         expires_at = now + timedelta(hours=policy.expires_after_hours)
         outgoing = _outgoing(invitation, address, token, settings, now, expires_at)
         try:
             # A crash between this send and the commit leaves the row leased, so it is sent
             # again after the lease with a new link: at least once, never lost (plugin.core.queue).
-            channels[name].send(outgoing)
+            message_id = channels[name].send(outgoing)
         except DeliveryError as exc:
             invitation.attempts += 1
             invitation.last_error = f"{name}: {exc.reason}"[:200]
@@ -118,6 +127,8 @@ def _send(invitation: Invitation, channels: dict[str, Channel], vault: Vault, se
             continue
         invitation.status = InvitationStatus.SENT
         invitation.channel = name
+        # Twilio's status callbacks find the text by this; the SID itself is not kept.
+        invitation.sms_sid_hash = hash_token(message_id) if message_id else None
         invitation.token_hash = token_hash
         invitation.token = vault.seal(token)
         invitation.sent_at = now
@@ -129,11 +140,29 @@ def _send(invitation: Invitation, channels: dict[str, Channel], vault: Vault, se
         invitation.last_error = None
         return True
     invitation.status = InvitationStatus.FAILED
-    invitation.last_error = ("; ".join(errors) or "no address for any channel in the schedule")[
-        :200
-    ]
+    invitation.last_error = _failure(session, invitation, contact, errors)[:200]
     _purge(invitation)
     return False
+
+
+def _may_text(session: Session, invitation: Invitation) -> bool:
+    """Say whether the client's consent to texts at this number is on record and active."""
+    return has_sms_consent(
+        session, invitation.practice_id, invitation.patient_ref, invitation.phone_digest
+    )
+
+
+def _failure(session: Session, invitation: Invitation, contact: dict, errors: list[str]) -> str:
+    """Say why no channel reached the client, in codes and words only."""
+    if errors:
+        return "; ".join(errors)
+    # A failed text reported by Twilio's status callback (plugin.delivery.status).
+    if invitation.last_error:
+        return invitation.last_error
+    if contact.get("phone") and not _may_text(session, invitation):
+        # Planning left SMS out of the order for want of consent.
+        return NO_SMS_CONSENT
+    return "no address for any channel in the schedule"
 
 
 def _remind(invitation: Invitation, channels: dict[str, Channel], vault: Vault, settings, now):
@@ -143,6 +172,10 @@ def _remind(invitation: Invitation, channels: dict[str, Channel], vault: Vault, 
         return False
     if invitation.expires_at <= now:
         invitation.reminder_due_at = None
+        return False
+    if invitation.channel == "sms" and not _may_text(session, invitation):
+        invitation.reminder_due_at = None
+        invitation.last_error = f"reminder {NO_SMS_CONSENT}"
         return False
     to = vault.open(invitation.contact)[ADDRESS[invitation.channel]]
     outgoing = _outgoing(

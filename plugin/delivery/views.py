@@ -1,4 +1,5 @@
-"""Ways out: the one-tap unsubscribe page (/u/) and inbound SMS keywords (/sms/twilio)."""
+"""Ways out: the one-tap unsubscribe page (/u/), inbound SMS keywords (/sms/twilio), and
+Twilio's delivery-status callbacks (/sms/twilio/status)."""
 
 import logging
 from datetime import UTC, datetime
@@ -12,7 +13,9 @@ from plugin.core.db import get_session
 from plugin.core.errors import page, private_page_headers, problem
 from plugin.core.i18n import DEFAULT_LANGUAGE, choose_language, use_language
 from plugin.core.models import Invitation
+from plugin.delivery.status import record_sms_status
 from plugin.delivery.unsubscribe import UnsubscribeLinkError, read_unsubscribe_token
+from plugin.planning.consent import record_sms_consent, revoke_sms_consent
 from plugin.planning.optouts import (
     clients_by_phone,
     language_for_phone,
@@ -137,14 +140,43 @@ def _twiml(text: str | None = None) -> Response:
     return Response(str(reply), mimetype="application/xml")
 
 
-@sms_bp.post("/twilio")
-def inbound() -> Response:
-    """Honour STOP, START and HELP texted back to our number; anything else gets no reply."""
+def _forged() -> Response | None:
+    """Return the 403 for a request Twilio did not sign with our auth token, else None."""
     token = current_app.config["TWILIO_AUTH_TOKEN"]
     signature = request.headers.get("X-Twilio-Signature", "")
     if not token or not RequestValidator(token).validate(_signed_url(), request.form, signature):
-        log.warning("sms.inbound_rejected")
+        log.warning("sms.request_rejected", extra={"path": request.path})
         return problem(403, "Forbidden", "The request signature does not verify.")
+    return None
+
+
+@sms_bp.post("/twilio/status")
+def delivery_status() -> Response:
+    """Apply Twilio's report on a text we sent: delivered, or fall back to the next channel."""
+    forged = _forged()
+    if forged is not None:
+        return forged
+    session = get_session()
+    status = request.form.get("MessageStatus", "")
+    outcome = record_sms_status(
+        session,
+        message_sid=request.form.get("MessageSid", ""),
+        status=status,
+        error_code=request.form.get("ErrorCode", ""),
+        now=datetime.now(UTC),
+    )
+    session.commit()
+    # Twilio's status names are a fixed vocabulary; the SID and the number are not logged.
+    log.info("sms.status", extra={"status": status[:16], "outcome": outcome})
+    return Response(status=204)
+
+
+@sms_bp.post("/twilio")
+def inbound() -> Response:
+    """Honour STOP, START and HELP texted back to our number; anything else gets no reply."""
+    forged = _forged()
+    if forged is not None:
+        return forged
 
     keyword = " ".join(request.form.get("Body", "").split()).upper()
     if keyword not in STOP_WORDS | START_WORDS | HELP_WORDS:
@@ -163,9 +195,22 @@ def inbound() -> Response:
             opt_out(
                 session, practice_id=practice_id, patient_ref=patient_ref, channel="sms", now=now
             )
+            revoke_sms_consent(session, practice_id=practice_id, patient_ref=patient_ref, now=now)
         elif keyword in START_WORDS:
             opt_in(
                 session, practice_id=practice_id, patient_ref=patient_ref, channel="sms", now=now
+            )
+            # Texting START from this phone is the client's own consent to texts at it.
+            record_sms_consent(
+                session,
+                practice_id=practice_id,
+                patient_ref=patient_ref,
+                digest=digest,
+                granted=True,
+                given_at=now,
+                source="sms_start",
+                via="sms",
+                now=now,
             )
     session.commit()
     log.info("sms.inbound_keyword", extra={"keyword": keyword.lower(), "clients": len(clients)})

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from plugin.core.crypto import Vault
 from plugin.core.models import Practice, SessionEvent, SessionStatus, new_id
-from webhooks.events import SessionEnded
+from webhooks.events import ClientContact, SessionEnded
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,20 @@ def _insert(session: Session):
     return (postgresql if dialect == "postgresql" else sqlite).insert
 
 
+def _contact(client: ClientContact) -> dict:
+    """Return what is sealed for planning: how to reach the client, and their consent to texts."""
+    contact = {"email": client.email, "phone": client.phone}
+    consent = client.sms_consent
+    if consent is not None:
+        # Recorded by planning (plugin.planning.consent), off this hot path.
+        contact["sms_consent"] = {
+            "granted": consent.granted,
+            "given_at": consent.given_at.isoformat(),
+            "source": consent.source,
+        }
+    return contact
+
+
 def record_session_ended(
     session: Session, event: SessionEnded, *, vault: Vault, now: datetime
 ) -> Outcome:
@@ -40,7 +54,7 @@ def record_session_ended(
     # Everything that needs no database happens first: on SQLite the first statement takes
     # the write lock, and this is the hot path of every webhook.
     client = event.client
-    contact = vault.seal({"email": client.email, "phone": client.phone}) if client else None
+    contact = vault.seal(_contact(client)) if client else None
     event_row_id = new_id()
 
     # Core on the session's connection: the ORM layer adds milliseconds here and nothing else.

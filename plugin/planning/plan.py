@@ -16,6 +16,7 @@ from plugin.core.crypto import Vault
 from plugin.core.i18n import choose_language
 from plugin.core.models import Invitation, Practice, SessionEvent, SessionStatus
 from plugin.core.queue import drain, retry_at
+from plugin.planning.consent import consented_channels
 from plugin.planning.optouts import is_opted_out, phone_digest
 from plugin.planning.policy import decide, send_time
 from plugin.planning.resolution import Matched, ResolutionError, Unmatched
@@ -62,6 +63,8 @@ def _invite(session: Session, event: SessionEvent, vault: Vault, now: datetime) 
     event.session_number = session_number(
         session, event.practice_id, event.patient_ref, event.ended_at, event.session_id
     )
+    contact = vault.open(event.contact)
+    channels = consented_channels(session, event, contact, now)
     if is_opted_out(session, event.practice_id, event.patient_ref):
         return _close(event, SessionStatus.SKIPPED, "opted_out")
     policy, policy_id, version = current_policy(session, event.practice_id, event.practitioner_ref)
@@ -78,7 +81,6 @@ def _invite(session: Session, event: SessionEvent, vault: Vault, now: datetime) 
     )
     if not decision.ask:
         return _close(event, SessionStatus.SKIPPED, decision.reason)
-    contact = vault.open(event.contact)
     session.add(
         Invitation(
             practice_id=event.practice_id,
@@ -91,7 +93,7 @@ def _invite(session: Session, event: SessionEvent, vault: Vault, now: datetime) 
             phone_digest=phone_digest(contact["phone"]) if contact.get("phone") else None,
             language=choose_language(event.language, policy.language),
             timezone=timezone,
-            channels=list(policy.channels),
+            channels=[name for name in policy.channels if name in channels],
             due_at=decision.due_at,
             next_attempt_at=decision.due_at,
             created_at=now,

@@ -172,11 +172,23 @@ def test_sms_is_posted_to_twilio_the_way_its_api_expects(app, twilio):
         AUTH_TOKEN,
     )
     [form] = twilio.messages
-    assert set(form) == {"To", "From", "Body"}
+    assert set(form) == {"To", "From", "Body", "StatusCallback"}
     assert (form["To"], form["From"]) == (PHONE, FROM)
+    # Delivery reports come back to the public URL, where they are verified.
+    assert form["StatusCallback"] == "http://localhost/sms/twilio/status"
     assert message.link in form["Body"] and "Riverside Therapy" in form["Body"]
     assert form["Body"].endswith("Reply STOP to opt out")
     assert message.unsubscribe_link not in form["Body"]  # STOP is the way out by text
+
+
+def test_the_sid_comes_back_and_only_the_invitation_asks_for_status_reports(app, twilio):
+    with app.app_context():
+        sms = channels_from_config(app.config)["sms"]
+        first = sms.send(outgoing(to=PHONE))
+        sms.send(outgoing(to=PHONE, reminder=True))
+    assert first == twilio.sids[0]
+    # A failed reminder has no fallback: the client already holds the link.
+    assert ["StatusCallback" in form for form in twilio.messages] == [True, False]
 
 
 def test_a_messaging_service_replaces_the_from_number(app, twilio):

@@ -18,7 +18,7 @@ from plugin.core.models import Invitation
 from plugin.jobs import tick
 from plugin.planning.optouts import opt_out
 from plugin.planning.schedules import current_policy, set_policy
-from tests.support.data import session_ended
+from tests.support.data import SMS_CONSENT, session_ended
 from tests.support.jobs import plan, run_dispatch
 from tests.support.ports import free_port
 
@@ -36,8 +36,8 @@ def outbox_texts(app, invitation) -> list[str]:
 
 @pytest.fixture
 def pending(app, webhooks, practice, db):
-    """Receive one session, plan it, and return its pending invitation."""
-    webhooks.post(session_ended("s-1", email=EMAIL, phone=PHONE))
+    """Receive one session of a client who agreed to texts, plan it, return its invitation."""
+    webhooks.post(session_ended("s-1", email=EMAIL, phone=PHONE, sms_consent=SMS_CONSENT))
     plan(app)
     return db.scalar(select(Invitation))
 
@@ -145,14 +145,15 @@ def test_every_channel_failing_is_recorded_with_its_reason_and_purges_contact(
     assert invitation.last_error == "email: recipient refused [550]"
     listed = runner.invoke(args=["invitations", "list", "--status", "failed"]).output
     [row] = [line.split("\t") for line in listed.splitlines() if line.startswith(invitation.id)]
-    # id, account, status, channel order, schedule version, ..., last error
-    assert row[1:5] == ["demo", "failed", "email/sms", "v0"]
+    # id, account, status, channel order, schedule version, ..., last error; no consent to
+    # texts was given, so planning left SMS out of the order.
+    assert row[1:5] == ["demo", "failed", "email", "v0"]
     assert row[-1] == "email: recipient refused [550]"
     assert EMAIL not in listed
 
 
 def test_client_reachable_only_by_phone_gets_an_sms(app, webhooks, practice, db):
-    payload = session_ended("s-phone", phone=PHONE)
+    payload = session_ended("s-phone", phone=PHONE, sms_consent=SMS_CONSENT)
     del payload["data"]["client"]["email"]
     webhooks.post(payload)
     plan(app)

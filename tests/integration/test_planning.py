@@ -14,7 +14,7 @@ from plugin.core.models import Invitation, SessionEvent
 from plugin.planning.optouts import opt_out
 from plugin.planning.policy import send_time
 from plugin.planning.schedules import current_policy, set_policy
-from tests.support.data import session_ended
+from tests.support.data import SMS_CONSENT, session_ended
 from tests.support.jobs import plan
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -51,7 +51,16 @@ def asked_weeks(db, reference="Patient/c1") -> list[int]:
 
 
 def test_a_session_becomes_an_invitation_on_the_default_schedule(app, webhooks, practice, db):
-    webhooks.post(session_at(FIRST_END, "s-1", email="sam@example.org", phone="+12025550143"))
+    # With consent to texts on record, SMS stays in the default order (test_sms_consent.py).
+    webhooks.post(
+        session_at(
+            FIRST_END,
+            "s-1",
+            email="sam@example.org",
+            phone="+12025550143",
+            sms_consent=SMS_CONSENT,
+        )
+    )
     assert plan(app) == 1
     event = db.scalar(select(SessionEvent))
     invitation = db.scalar(select(Invitation))

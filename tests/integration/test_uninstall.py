@@ -21,6 +21,7 @@ from plugin.core.models import (
     Practice,
     SchedulePolicy,
     SessionEvent,
+    SmsConsent,
 )
 from plugin.install.lifecycle import uninstall
 from tests.support.data import load_json
@@ -109,6 +110,17 @@ def populate(db, vault, practice: Practice, client: dict) -> None:
             patient_ref=client["patient_ref"],
             channel="sms",
             created_at=NOW,
+        )
+    )
+    db.add(
+        SmsConsent(
+            practice_id=practice.id,
+            patient_ref=client["patient_ref"],
+            granted=True,
+            source="intake_form",
+            recorded_via="webhook",
+            given_at=NOW,
+            recorded_at=NOW,
         )
     )
     db.add(

@@ -20,3 +20,7 @@ def session_ended(session_id: str | None = None, account_id: str = "demo", **cli
     payload["data"]["session_id"] = session_id or f"s-{uuid.uuid4().hex[:8]}"
     payload["data"]["client"].update(client)
     return payload
+
+
+# A client's consent to texts as a platform sends it (data.client.sms_consent).
+SMS_CONSENT = {"given_at": "2026-01-15T10:00:00Z", "source": "intake_form"}

@@ -4,10 +4,11 @@ Twilio's API cannot run here, so this serves the one call we make, POST
 /2010-04-01/Accounts/{AccountSid}/Messages.json, with the request and response shapes Twilio
 documents (form-encoded To/From or MessagingServiceSid/Body, HTTP basic auth with the account
 SID and auth token, 201 with the Message resource; errors as {"code", "message", ...}).
-The payloads live in tests/data/twilio/.
+The payloads live in tests/data/twilio/, with the status callbacks Twilio posts back.
 """
 
 import json
+import uuid
 from pathlib import Path
 
 from pytest_httpserver import HTTPServer
@@ -27,6 +28,8 @@ class TwilioApi:
         self.server = server
         self.requests: list[Request] = []
         self.messages: list[dict] = []
+        # The Message SID of each message taken, in order: unique, as Twilio's are.
+        self.sids: list[str] = []
         self.error: str | None = None
         server.expect_request(
             f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json", method="POST"
@@ -56,7 +59,10 @@ class TwilioApi:
         form = request.form.to_dict()
         self.messages.append(form)
         created = json.loads((DATA / "message_created.json").read_text())
+        sid = "SM" + uuid.uuid4().hex
+        self.sids.append(sid)
         created.update(
+            sid=sid,
             to=form.get("To"),
             body=form.get("Body"),
             messaging_service_sid=form.get("MessagingServiceSid"),
@@ -68,3 +74,22 @@ class TwilioApi:
         return Response(
             json.dumps(error["body"]), status=error["status"], content_type="application/json"
         )
+
+
+def status_callback(sid: str, status: str, error_code: str | None = None) -> dict:
+    """Return the form Twilio posts to a StatusCallback for message `sid` reaching `status`."""
+    name = "status_delivered.json" if status == "delivered" else "status_undelivered.json"
+    form = json.loads((DATA / name).read_text())
+    form.update(MessageSid=sid, SmsSid=sid, MessageStatus=status, SmsStatus=status)
+    if error_code is not None:
+        form["ErrorCode"] = error_code
+    elif status == "delivered":
+        form.pop("ErrorCode", None)
+    return form
+
+
+def sign(url: str, form: dict) -> str:
+    """Return the X-Twilio-Signature Twilio would send for this form posted to url."""
+    from twilio.request_validator import RequestValidator
+
+    return RequestValidator(AUTH_TOKEN).compute_signature(url, form)

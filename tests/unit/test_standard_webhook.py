@@ -16,7 +16,7 @@ from werkzeug.datastructures import Headers
 
 from webhooks import ADAPTERS, MAX_BODY_BYTES, standard
 from webhooks.errors import SIGNATURE_REASONS, InvalidPayloadError, InvalidSignatureError
-from webhooks.events import ClientContact, Ignored, SessionEnded
+from webhooks.events import ClientContact, Ignored, SessionEnded, SmsConsent
 from webhooks.standard import StandardVerifier, parse, sign
 
 ROOT = Path(__file__).parents[2]
@@ -427,3 +427,26 @@ def test_registry_exposes_the_standard_adapter_by_platform_name(body):
     assert adapter.PLATFORM == "standard"
     assert adapter.Verifier(SECRET).verify(body, signed(body)) == MSG_ID
     assert isinstance(adapter.parse(body, MSG_ID), SessionEnded)
+
+
+@pytest.mark.parametrize("granted", [True, False])
+def test_sms_consent_is_parsed_to_utc_with_its_source(granted):
+    document = document_of("session_ended.json")
+    consent = {"given_at": "2026-01-15T05:00:00-05:00", "source": "verbal"}
+    document["data"]["client"]["sms_consent"] = {**consent, "granted": granted}
+    client = parse(json.dumps(document).encode(), MSG_ID).client
+    assert client.sms_consent == SmsConsent(
+        granted=granted, given_at=datetime(2026, 1, 15, 10, tzinfo=UTC), source="verbal"
+    )
+    assert "+1202" not in repr(client)
+
+
+def test_without_sms_consent_none_is_on_record():
+    assert parse(body_of("session_ended.json"), MSG_ID).client.sms_consent is None
+
+
+def test_sms_consent_refuses_an_unknown_source_and_a_naive_time():
+    with pytest.raises(ValueError):
+        SmsConsent(granted=True, given_at=datetime(2026, 1, 15, tzinfo=UTC), source="fax")
+    with pytest.raises(ValueError):
+        SmsConsent(granted=True, given_at=datetime(2026, 1, 15), source="portal")

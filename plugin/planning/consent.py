@@ -1,0 +1,175 @@
+"""Consent to texts: recorded with where it came from, checked before any SMS, revoked by STOP.
+
+A client may get an SMS from a practice only while a grant of theirs is active there: given
+through the webhook (`client.sms_consent`), or by texting START. A grant is tied to the
+phone number it came with (by its digest, never the number), or to any number of the client
+when none came with it. SMS STOP and a later refusal revoke it; the rows stay as the record.
+"""
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from plugin.core.models import SessionEvent, SmsConsent
+from plugin.planning.optouts import phone_digest
+from plugin.planning.policy import CHANNELS as CHANNEL_NAMES
+
+log = logging.getLogger(__name__)
+
+# How a consent reached us, as SmsConsent.recorded_via records it.
+RECORDED_VIA = ("webhook", "ehr", "sms")
+CHANNELS = frozenset(CHANNEL_NAMES)
+
+
+def _active(practice_id: str, patient_ref: str):
+    return select(SmsConsent).where(
+        SmsConsent.practice_id == practice_id,
+        SmsConsent.patient_ref == patient_ref,
+        SmsConsent.granted.is_(True),
+        SmsConsent.revoked_at.is_(None),
+    )
+
+
+def has_sms_consent(
+    session: Session, practice_id: str, patient_ref: str | None, digest: str | None
+) -> bool:
+    """Say whether the client has an active consent to texts at this number (digest)."""
+    if patient_ref is None or digest is None:
+        return False
+    query = _active(practice_id, patient_ref).where(
+        or_(SmsConsent.phone_digest.is_(None), SmsConsent.phone_digest == digest)
+    )
+    return session.scalar(query.limit(1)) is not None
+
+
+def _last_withdrawal(session: Session, practice_id: str, patient_ref: str) -> datetime | None:
+    """Return when the client last withdrew consent: a refusal's time or a STOP."""
+    refused = session.scalar(
+        select(func.max(SmsConsent.given_at)).where(
+            SmsConsent.practice_id == practice_id,
+            SmsConsent.patient_ref == patient_ref,
+            SmsConsent.granted.is_(False),
+        )
+    )
+    stopped = session.scalar(
+        select(func.max(SmsConsent.revoked_at)).where(
+            SmsConsent.practice_id == practice_id,
+            SmsConsent.patient_ref == patient_ref,
+            SmsConsent.revoked_by == "sms_stop",
+        )
+    )
+    return max((moment for moment in (refused, stopped) if moment is not None), default=None)
+
+
+def record_sms_consent(
+    session: Session,
+    *,
+    practice_id: str,
+    patient_ref: str,
+    digest: str | None,
+    granted: bool,
+    given_at: datetime,
+    source: str,
+    via: str,
+    now: datetime,
+) -> bool:
+    """Record a grant or refusal unless it is older news; return whether anything changed.
+
+    Every session's webhook may repeat the same consent, so an active grant for the same
+    number is kept as it is, and a grant given before the client's last withdrawal (a STOP,
+    a refusal) is ignored: an old intake form never overrides a later STOP. The caller commits.
+    """
+    if via not in RECORDED_VIA:
+        raise ValueError(f"unknown consent route {via!r}")
+    withdrawn = _last_withdrawal(session, practice_id, patient_ref)
+    if granted:
+        if withdrawn is not None and given_at <= withdrawn:
+            log.info("sms_consent.outdated", extra={"practice_id": practice_id, "via": via})
+            return False
+        same = _active(practice_id, patient_ref).where(
+            SmsConsent.phone_digest.is_(None)
+            if digest is None
+            else SmsConsent.phone_digest == digest
+        )
+        if session.scalar(same.limit(1)) is not None:
+            return False
+    else:
+        if withdrawn is not None and given_at <= withdrawn:
+            return False
+        # Grants given after this refusal stand: the client changed their mind since.
+        session.execute(
+            update(SmsConsent)
+            .where(
+                SmsConsent.practice_id == practice_id,
+                SmsConsent.patient_ref == patient_ref,
+                SmsConsent.granted.is_(True),
+                SmsConsent.revoked_at.is_(None),
+                SmsConsent.given_at < given_at,
+            )
+            .values(revoked_at=now, revoked_by="refused")
+            .execution_options(synchronize_session=False)
+        )
+    session.add(
+        SmsConsent(
+            practice_id=practice_id,
+            patient_ref=patient_ref,
+            phone_digest=digest,
+            granted=granted,
+            source=source,
+            recorded_via=via,
+            given_at=given_at,
+            recorded_at=now,
+        )
+    )
+    session.flush()
+    log.info(
+        "sms_consent.recorded",
+        extra={"practice_id": practice_id, "granted": granted, "source": source, "via": via},
+    )
+    return True
+
+
+def revoke_sms_consent(session: Session, *, practice_id: str, patient_ref: str, now: datetime):
+    """Revoke the client's active grants at this practice, as SMS STOP asks; the caller commits."""
+    revoked = session.execute(
+        update(SmsConsent)
+        .where(
+            SmsConsent.practice_id == practice_id,
+            SmsConsent.patient_ref == patient_ref,
+            SmsConsent.granted.is_(True),
+            SmsConsent.revoked_at.is_(None),
+        )
+        .values(revoked_at=now, revoked_by="sms_stop")
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.flush()
+    log.info("sms_consent.revoked", extra={"practice_id": practice_id, "revoked": revoked})
+    return revoked
+
+
+def consented_channels(
+    session: Session, event: SessionEvent, contact: dict, now: datetime
+) -> frozenset[str]:
+    """Record the consent the session's webhook carried; return the channels the client allows.
+
+    SMS is among them only while the client has an active consent for the number on record.
+    """
+    digest = phone_digest(contact["phone"]) if contact.get("phone") else None
+    given = contact.get("sms_consent")
+    if given and event.patient_ref:
+        record_sms_consent(
+            session,
+            practice_id=event.practice_id,
+            patient_ref=event.patient_ref,
+            digest=digest,
+            granted=given["granted"],
+            given_at=datetime.fromisoformat(given["given_at"]),
+            source=given["source"],
+            via="webhook",
+            now=now,
+        )
+    if has_sms_consent(session, event.practice_id, event.patient_ref, digest):
+        return CHANNELS
+    return frozenset(CHANNELS) - {"sms"}
