@@ -89,9 +89,11 @@ def match_schedule(
     """Return the Patients of the host's live Appointments overlapping the session.
 
     Each Appointment counts only with exactly one Patient participant (a couples session
-    names no single client). Where some carry this meeting's id, only those count.
+    names no single client). Where some overlap at least half the session (or of themselves),
+    only those count, so the next client's session on the hour is not a second candidate.
+    Where some carry this meeting's id, only those count.
     """
-    candidates: list[tuple[str, set[str]]] = []
+    candidates: list[tuple[str, set[str], bool]] = []
     for appointment in appointments:
         if not isinstance(appointment, dict) or appointment.get("status") not in LIVE_STATUSES:
             continue
@@ -105,7 +107,13 @@ def match_schedule(
         patients = set(_actors(appointment, "Patient"))
         if len(patients) != 1:
             continue
-        candidates.append((patients.pop(), meeting_ids(appointment)))
+        overlap = min(end, ended_at) - max(start, started_at)
+        # Back-to-back sessions on the hour overlap within the tolerance; the one this
+        # session mostly fell in is the one it was.
+        mostly = overlap * 2 >= min(end - start, ended_at - started_at)
+        candidates.append((patients.pop(), meeting_ids(appointment), mostly))
+    if any(mostly for _, _, mostly in candidates):
+        candidates = [c for c in candidates if c[2]]
     settled = False
     if meeting_id:
         same = [c for c in candidates if meeting_id in c[1]]
@@ -114,4 +122,4 @@ def match_schedule(
         else:
             # An Appointment booked for another meeting is not this session.
             candidates = [c for c in candidates if not c[1]]
-    return ScheduleMatch(tuple(sorted({patient for patient, _ in candidates})), settled)
+    return ScheduleMatch(tuple(sorted({patient for patient, _, _ in candidates})), settled)

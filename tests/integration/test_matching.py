@@ -6,6 +6,7 @@ desk. The sample meeting ran 14:00:04-14:50:30Z on 2026-03-02, hosted by HOST_EM
 """
 
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import select
 
 from plugin.core.models import Invitation, SessionEvent
 from plugin.jobs import tick
-from tests.support import fhir_server
+from tests.support import fhir_server, month
 from tests.support.ehr_desk import UUID, WITH_SCHEDULE, Ehr
 from tests.support.schedule import appointment, patient, practitioner
 from tests.support.zoom_api import HOST_EMAIL, ZoomWebhooks, add_zoom_practice, zoom_payload
@@ -130,7 +131,7 @@ def test_a_double_booking_names_nobody(app, client, db, zoom_api, practice, desk
     first, second = desk.post(patient("a@example.org")), desk.post(patient("b@example.org"))
     desk.post(appointment(desk.host, [first], START, END))
     desk.post(
-        appointment(desk.host, [second], START + timedelta(minutes=30), END + timedelta(minutes=30))
+        appointment(desk.host, [second], START + timedelta(minutes=10), END + timedelta(minutes=10))
     )
 
     event = session_of(app, client, db, zoom_api, [HOST, GUEST])
@@ -220,3 +221,23 @@ def test_a_session_linked_to_no_current_patient_stays_unmatched(
     db.refresh(event)
     assert (event.status, event.reason) == ("unmatched", "linked_patient_not_found")
     assert db.scalar(select(Invitation)) is None
+
+
+def test_a_generated_month_is_mostly_matched_and_each_method_is_counted(
+    app, client, db, zoom_api, practice, desk, capsys
+):
+    # MATCHING_MONTH=400 gives the month in docs/matching.md; the suite runs a smaller one.
+    scenarios = month.generate(seed=13, count=int(os.environ.get("MATCHING_MONTH", "60")))
+
+    outcomes = month.run_month(app, client, db, zoom_api, desk, TOKEN, scenarios)
+
+    with capsys.disabled():
+        print("\n" + month.table(outcomes, scenarios))
+    assert sum(outcomes.values()) == len(scenarios)
+    matched = sum(outcomes[m] for m in ("appointment", "registrant", "email"))
+    assert outcomes["appointment"] > outcomes["email"] > 0
+    assert outcomes["registrant"] > 0
+    # Better than attendee emails alone, and never a wrong guess: every match is checked.
+    assert matched > month.email_only_count(scenarios)
+    for event in db.scalars(select(SessionEvent).where(SessionEvent.patient_ref.is_not(None))):
+        assert event.match_method in month.METHODS
