@@ -6,8 +6,10 @@ endpoint.url_validation challenge, which is verified like any other delivery. Zo
 only after a 5xx or a timeout, never after a 4xx, and may send meeting.ended twice for one
 meeting instance, so the instance's uuid is the session id the store dedupes on.
 
-A meeting.ended does not say who the client was. The worker asks Zoom for the meeting's
-participants (attendee_emails, with the HTTP call injected) and looks them up in the EHR.
+A meeting.ended does not say who the client was. The worker asks Zoom what it knows, with
+the HTTP call injected: the meeting's numeric id and host (meeting_facts: past meeting details,
+then the host's user record for their email), the meeting's registrants (registrant_emails)
+and its participants (attendee_emails); plugin.planning.resolution looks these up in the EHR.
 """
 
 import hashlib
@@ -15,6 +17,7 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -44,6 +47,8 @@ _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,253}")
+_MEETING_ID = re.compile(r"[0-9]{9,12}")
+_USER_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
 def _key(secret: str) -> bytes:
@@ -201,6 +206,73 @@ def attendee_emails(fetch: Callable[[str, dict], dict], session_id: str) -> list
     return list(emails.values())
 
 
+@dataclass(frozen=True)
+class MeetingFacts:
+    """What Zoom says about a past meeting instance that can tie it to the EHR's schedule."""
+
+    # The numeric meeting id (as text): what join URLs and registrations carry.
+    meeting_id: str | None
+    # The host's email (PHI of staff, not of a client: still never logged).
+    host_email: str | None = field(repr=False)
+
+
+def meeting_facts(fetch: Callable[[str, dict], dict], session_id: str) -> MeetingFacts:
+    """Return the meeting's numeric id and its host's email, from Zoom's API.
+
+    GET /past_meetings/{uuid} gives `id` and `host_id`; GET /users/{host_id} gives the host's
+    `email`. Either may be missing (a deleted user); the caller then skips the schedule.
+    """
+    details = fetch(meeting_path(session_id), {})
+    if not isinstance(details, dict):
+        raise InvalidPayloadError("meeting", "past meeting details must be an object")
+    raw_id = details.get("id")
+    meeting_id = (
+        str(raw_id)
+        if isinstance(raw_id, int | str) and _MEETING_ID.fullmatch(str(raw_id))
+        else None
+    )
+    host_id = details.get("host_id")
+    host_email = None
+    if isinstance(host_id, str) and _USER_ID.fullmatch(host_id):
+        user = fetch(f"/users/{quote(host_id, safe='')}", {})
+        host_email = _valid_email(user.get("email") if isinstance(user, dict) else None)
+    return MeetingFacts(meeting_id=meeting_id, host_email=host_email)
+
+
+def registrant_emails(fetch: Callable[[str, dict], dict], meeting_id: str) -> list[str]:
+    """Return the distinct emails of the meeting's approved registrants.
+
+    GET /meetings/{meetingId}/registrants takes the numeric id; a meeting without registration
+    has none, which is a normal answer.
+    """
+    if not _MEETING_ID.fullmatch(meeting_id):
+        raise ValueError("a Zoom meeting id is 9 to 12 digits")
+    path = f"/meetings/{meeting_id}/registrants"
+    emails: dict[str, str] = {}
+    params: dict[str, Any] = {"status": "approved", "page_size": PAGE_SIZE}
+    for _ in range(MAX_PAGES):
+        page = fetch(path, params)
+        registrants = page.get("registrants") if isinstance(page, dict) else None
+        if not isinstance(registrants, list):
+            raise InvalidPayloadError("registrants", "registrants must be a list")
+        for registrant in registrants:
+            email = _valid_email(registrant.get("email") if isinstance(registrant, dict) else None)
+            if email:
+                emails.setdefault(email.casefold(), email)
+        token = page.get("next_page_token")
+        if not (isinstance(token, str) and token):
+            break
+        params = {"status": "approved", "page_size": PAGE_SIZE, "next_page_token": token}
+    return list(emails.values())
+
+
+def _valid_email(email: object) -> str | None:
+    if not isinstance(email, str):
+        return None
+    email = email.strip()
+    return email if len(email) <= 254 and _EMAIL.fullmatch(email) else None
+
+
 def _attendee_email(participant: object) -> str | None:
     """Return a participant's email if they are a plausible client, else None."""
     if not isinstance(participant, dict):
@@ -211,11 +283,7 @@ def _attendee_email(participant: object) -> str | None:
     # Admitted from the waiting room or not at all: someone who never joined took no session.
     if participant.get("status") == "in_waiting_room":
         return None
-    email = participant.get("user_email")
-    if not isinstance(email, str):
-        return None
-    email = email.strip()
-    return email if len(email) <= 254 and _EMAIL.fullmatch(email) else None
+    return _valid_email(participant.get("user_email"))
 
 
 # The name every adapter module exposes, so plugin code stays platform-neutral.

@@ -194,16 +194,36 @@ def ehr() -> Response:
 
 @bp.get("/problems")
 @admin_required
-def problems() -> Response:
+def problems(status: int = 200, **errors) -> Response:
     """List what went wrong, why, and offer a retry where one can help."""
     found = problem_service.list_problems(get_session(), g.practice.id)
     return render_console(
         "admin/problems.html",
+        status=status,
         title="Problems",
         problems=found,
         titles=PROBLEM_TITLES,
         done=request.args.get("done"),
+        **errors,
     )
+
+
+@bp.post("/problems/session/<problem_id>/link")
+@admin_required
+def link(problem_id: str) -> Response:
+    """Name the client of one of this practice's unmatched sessions (Patient/ID)."""
+    patient_ref = request.form.get("patient", "")
+    try:
+        problem_service.link(
+            get_session(), g.practice.id, problem_id, patient_ref, datetime.now(UTC), g.admin
+        )
+    except problem_service.ProblemNotFound:
+        abort(404)
+    except problem_service.RetryRefused as exc:
+        return problems(
+            status=422, link_error={"id": problem_id, "message": str(exc), "value": patient_ref}
+        )
+    return redirect(url_for("console.problems", done="linked"))
 
 
 @bp.post("/problems/<kind>/<problem_id>/retry")

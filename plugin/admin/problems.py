@@ -23,6 +23,7 @@ from plugin.ehr.dead_letters import RequeueError, requeue_dead
 from plugin.intake.retry import (
     RetryError,
     client_looked_up,
+    link_session,
     retry_failed_invitation,
     retry_sessions,
 )
@@ -43,6 +44,11 @@ SESSION_REASONS = {
     "ehr_no_token": "Your EHR did not let us search for the client.",
     "ehr_unavailable": "Your EHR did not answer when we looked the client up.",
     "ehr_refused": "Your EHR refused the search for the client.",
+    "no_match": "Neither your schedule, the registrants nor the attendees named a patient.",
+    "several_matches": "More than one patient could have been the client (a double booking, "
+    "a couples session or a shared email address).",
+    "linked_patient_not_found": "The patient this session was linked to is not a current "
+    "patient in your EHR.",
 }
 
 
@@ -66,6 +72,8 @@ class Problem:
     retryable: bool
     # When a retry cannot help, why not.
     cannot_retry: str | None = None
+    # Whether an admin may name the client by hand (an unmatched session).
+    linkable: bool = False
 
 
 def _invitation_why(error: str | None) -> str:
@@ -142,6 +150,7 @@ def unmatched_sessions(session: Session, practice_id: str, limit: int = LIMIT) -
             cannot_retry=None
             if event.patient_ref is None
             else "The client's contact details were deleted when planning failed.",
+            linkable=event.status == SessionStatus.UNMATCHED,
         )
         for event in rows
     ]
@@ -225,4 +234,30 @@ def retry(
         session.rollback()
         raise RetryRefused(str(exc)) from exc
     audit.record(session, practice_id, actor, f"{kind}.retried", now=now, id=problem_id)
+    session.commit()
+
+
+def link(
+    session: Session, practice_id: str, problem_id: str, patient_ref: str, now: datetime, actor
+) -> None:
+    """Name an unmatched session's client by hand, audit it and commit; it is planned next.
+
+    Raises ProblemNotFound for a session that is not this practice's unmatched one, and
+    RetryRefused for a reference that is not Patient/ID; nothing changes then.
+    """
+    exists = session.scalar(
+        select(SessionEvent.id).where(
+            SessionEvent.id == problem_id,
+            SessionEvent.practice_id == practice_id,
+            SessionEvent.status == SessionStatus.UNMATCHED,
+        )
+    )
+    if exists is None:
+        raise ProblemNotFound(problem_id)
+    try:
+        link_session(session, now, problem_id, patient_ref.strip(), practice_id=practice_id)
+    except RetryError as exc:
+        session.rollback()
+        raise RetryRefused(str(exc)) from exc
+    audit.record(session, practice_id, actor, "session.linked", now=now, id=problem_id)
     session.commit()

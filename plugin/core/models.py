@@ -120,6 +120,9 @@ class SessionEvent(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # How a looked-up client was found: appointment | registrant | email | admin (None when
+    # the platform named the client, or nobody was found).
+    match_method: Mapped[str | None] = mapped_column(String(16))
 
     practice: Mapped[Practice] = relationship(lazy="joined")
 

@@ -212,6 +212,8 @@ def check_connection(
         step.found = [f"Patient search   granted {scope!r}"]
 
     check.flags = _check_flags(check, session, facts, client_id, vault)
+    if getattr(ADAPTERS.get(practice.platform), "meeting_facts", None):
+        check.flags.update(_check_schedule(check, session, facts, client_id, vault))
     what = (
         "the response and its scores"
         if facts.questionnaire_response_create
@@ -255,6 +257,35 @@ def _check_flags(
         step.found.append("rupture flags    off: responses are written without Flags")
     check.steps.append(step)
     return found
+
+
+def _check_schedule(
+    check: Check, session: Session, facts: ServerFacts, client_id: str, vault: Vault
+) -> dict[str, bool]:
+    """Find out whether clients can be found in the schedule: Appointment and Practitioner reads.
+
+    Not required: without them a session's client is found by its registrants' and attendees'
+    emails only, and more sessions stay unmatched.
+    """
+    step = Step("Finding clients by the schedule")
+    granted = True
+    for kind in ("Appointment", "Practitioner"):
+        scope = search_scope(kind, facts.smart_v2)
+        if kind not in facts.schedule_search:
+            step.found.append(f"schedule         {kind} search not offered by the server")
+            granted = False
+        elif _granted(session, facts, client_id, scope, vault):
+            step.found.append(f"schedule         {scope} granted")
+        else:
+            step.found.append(f"schedule         {scope} not granted")
+            granted = False
+    if not granted:
+        step.found.append(
+            "schedule         off: clients are found by registrants' and attendees' emails only; "
+            "ask the EHR's administrator to grant both reads to find more"
+        )
+    check.steps.append(step)
+    return {"appointment_search": granted}
 
 
 def save_connection(

@@ -36,6 +36,9 @@ class ServerFacts:
     # them responses are written, unflagged. `ehr connect` sets them from what was granted.
     flag_write: bool = False
     observation_search: bool = False
+    # Which of Appointment and Practitioner the server can search: finding a Zoom session's
+    # client in the schedule needs both (optional; `ehr connect` sets appointment_search).
+    schedule_search: tuple[str, ...] = ()
 
     def scope(self) -> str:
         """Return the system scopes our writes need, in the server's SMART dialect."""
@@ -115,6 +118,9 @@ def discover(http: requests.Session, fhir_base: str) -> ServerFacts:
         patient_search="Patient" in _offering(capability, "search-type"),
         flag_write="Flag" in creatable & _offering(capability, "update"),
         observation_search="Observation" in _offering(capability, "search-type"),
+        schedule_search=tuple(
+            sorted({"Appointment", "Practitioner"} & _offering(capability, "search-type"))
+        ),
     )
 
 

@@ -7,9 +7,10 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from plugin.core import audit
 from plugin.core.db import database
 from plugin.core.models import Practice, SessionEvent, SessionStatus
-from plugin.intake.retry import RetryError, retry_sessions
+from plugin.intake.retry import RetryError, link_session, retry_sessions
 
 STATUSES = [status.value for status in SessionStatus]
 
@@ -81,6 +82,22 @@ def retry_command(session_ids: tuple[str, ...], all_unmatched: bool) -> None:
             raise click.ClickException(str(exc)) from exc
         session.commit()
     click.echo(f"queued {len(events)} session(s) for planning again")
+
+
+@sessions_cli.command("link")
+@click.argument("session_id")
+@click.argument("patient_ref", metavar="Patient/ID")
+def link_command(session_id: str, patient_ref: str) -> None:
+    """Name an unmatched session's client (Patient/ID in the EHR), then plan it."""
+    now = datetime.now(UTC)
+    with database().sessions() as session:
+        try:
+            event = link_session(session, now, session_id, patient_ref)
+        except RetryError as exc:
+            raise click.ClickException(str(exc)) from exc
+        audit.record(session, event.practice_id, "operator", "session.linked", now=now, id=event.id)
+        session.commit()
+    click.echo(f"linked {session_id} to {patient_ref}; queued for planning")
 
 
 def init_app(app: Flask) -> None:

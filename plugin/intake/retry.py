@@ -1,5 +1,6 @@
 """Plan sessions again: unmatched or failed ones, or the session of a failed invitation."""
 
+import re
 from datetime import datetime
 
 from sqlalchemy import delete, select
@@ -92,5 +93,40 @@ def retry_failed_invitation(
     session.execute(delete(Invitation).where(Invitation.id == invitation.id))
     session.expunge(invitation)
     event.patient_ref, event.contact, event.session_number = None, None, None
+    _reset(event, now)
+    return event
+
+
+_PATIENT_REF = re.compile(r"Patient/[A-Za-z0-9\-.]{1,64}")
+
+
+def link_session(
+    session: Session,
+    now: datetime,
+    session_id: str,
+    patient_ref: str,
+    *,
+    practice_id: str | None = None,
+) -> SessionEvent:
+    """Name an unmatched session's client by hand, and queue it to be planned; the caller commits.
+
+    The reference is a FHIR id (Patient/ID). Planning then reads that Patient from the EHR
+    for their contact details. `practice_id` scopes the link to one practice (the console).
+    Raises RetryError, changing nothing, for a bad reference or a session that is not
+    unmatched (or not that practice's).
+    """
+    if not _PATIENT_REF.fullmatch(patient_ref or ""):
+        raise RetryError("the client must be given as Patient/ID, e.g. Patient/123")
+    query = select(SessionEvent).where(
+        SessionEvent.id == session_id, SessionEvent.status == SessionStatus.UNMATCHED
+    )
+    if practice_id is not None:
+        query = query.where(SessionEvent.practice_id == practice_id)
+    event = session.scalar(query)
+    if event is None:
+        raise RetryError(f"no unmatched session {session_id!r}")
+    if not client_looked_up(event.platform):
+        raise RetryError("this platform names each session's client itself")
+    event.patient_ref, event.contact, event.match_method = patient_ref, None, "admin"
     _reset(event, now)
     return event

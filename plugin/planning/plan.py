@@ -109,11 +109,13 @@ def _plan(
     try:
         # The look-up talks to the platform and the EHR, so it runs before this session opens
         # a transaction: on SQLite that would hold the write lock across the network calls.
-        if event.patient_ref is None:
+        # An admin-linked session knows its Patient but not yet their contact details.
+        if event.patient_ref is None or (event.match_method == "admin" and event.contact is None):
             found = resolver_for(event.practice, session)(event)
             if isinstance(found, Unmatched):
                 return _close(event, SessionStatus.UNMATCHED, found.reason)
             event.patient_ref = found.patient_ref
+            event.match_method = found.method
             event.contact = vault.seal({"email": found.email, "phone": found.phone})
         # A savepoint, so a failure half-way leaves no invitation behind the retry.
         with session.begin_nested():

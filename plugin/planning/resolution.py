@@ -1,23 +1,35 @@
-"""Find the client of a session whose platform did not name them: attendees, then EHR Patients.
+"""Find the client of a session whose platform did not name them, and say how they were found.
 
-Zoom's meeting.ended says which meeting ended, not who attended. The planning job asks the
-platform (with the practice's own token) for the attendees' emails, then searches the
-practice's own EHR for a Patient with each. Exactly one distinct Patient is the client; no
-attendee, no Patient or several Patients (a couples session, a shared address) is
-"unmatched": nothing is sent, and the session is listed for the admin
-(`alliance-check sessions list --status unmatched`). Guessing would send one person's
-questionnaire, and later their answers, to someone else's record.
+Zoom's meeting.ended says which meeting ended, not who attended. The planning job asks, in
+order, and stops at the first that names exactly one current Patient:
+
+1. the EHR's schedule ("appointment"): the host's email (Zoom's user record) names the
+   Practitioner, whose Appointments overlapping the meeting name the Patient
+   (fhir_mappings.appointments; a meeting id or join URL in an Appointment settles a double
+   booking). Skipped, with the reason logged, where the EHR did not grant Appointment and
+   Practitioner reads;
+2. the meeting's registrants ("registrant"): their emails, looked up as Patients;
+3. the attendees ("email"): their emails, looked up as Patients, as before.
+
+An admin may link an unmatched session to a Patient ("admin"); planning then only reads that
+Patient's contact details. No Patient or several (a couples session, a shared address, an
+unsettled double booking) is "unmatched": nothing is sent, and the session is listed for the
+admin (`alliance-check sessions list --status unmatched`, the console's Problems page).
+Guessing would send one person's questionnaire, and later their answers, to someone else's
+record.
 """
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from typing import Protocol
 
 import phonenumbers
 import requests
 from sqlalchemy.orm import Session
 
+from fhir_mappings.appointments import DEFAULT_TOLERANCE, match_schedule
 from plugin.core.crypto import Vault
 from plugin.core.models import Practice, SessionEvent
 from plugin.ehr.errors import EhrTargetError, FhirError, NoTokenError
@@ -30,6 +42,11 @@ log = logging.getLogger(__name__)
 
 # Enough to tell one match from several, after dropping inactive and deceased records.
 SEARCH_COUNT = 10
+# Appointments of one practitioner looked at around a session; a day holds fewer.
+APPOINTMENT_COUNT = 50
+# How far before a session's start an Appointment may begin and still overlap it.
+LOOKBACK = timedelta(hours=4)
+METHODS = ("appointment", "registrant", "email", "admin")
 
 
 @dataclass(frozen=True)
@@ -40,13 +57,16 @@ class Matched:
     # PHI: repr=False so a logged result never carries contact details.
     email: str | None = field(repr=False)
     phone: str | None = field(repr=False)
+    # Which step named them: one of METHODS.
+    method: str = "email"
 
 
 @dataclass(frozen=True)
 class Unmatched:
     """No single Patient could be named; `reason` is safe to show an admin."""
 
-    # "no_participants" | "no_match" | "several_matches" | "no_ehr_search"
+    # "no_participants" | "no_match" | "several_matches" | "several_appointments" |
+    # "no_ehr_search" | "linked_patient_not_found"
     reason: str
 
 
@@ -78,32 +98,170 @@ class Platform(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """The practice's schedule searcher, or why step 1 is skipped."""
+
+    fhir: PatientSearch | None
+    # Why there is no searcher ("schedule_not_granted", "schedule_not_offered"), for the log.
+    skipped: str | None = None
+
+
 def resolve_client(
-    event: SessionEvent, *, platform: Platform, fhir: PatientSearch | None
+    event: SessionEvent,
+    *,
+    platform: Platform,
+    fhir: PatientSearch | None,
+    schedule: Schedule | None = None,
 ) -> Matched | Unmatched:
-    """Name the session's client from its attendees and the practice's EHR, or say why not."""
+    """Name the session's client from the schedule, registrants or attendees, or say why not."""
     if fhir is None:
         # Checked first: an EHR we cannot search makes the platform's answer useless, so the
         # attendees' details are not even fetched.
         return Unmatched("no_ehr_search")
-    attendee_emails = getattr(ADAPTERS.get(event.platform), "attendee_emails", None)
-    emails = [] if attendee_emails is None else _attendees(attendee_emails, platform, event)
-    if not emails:
+    if event.match_method == "admin" and event.patient_ref:
+        return _linked(event, fhir)
+    adapter = ADAPTERS.get(event.platform)
+    attendee_emails = getattr(adapter, "attendee_emails", None)
+    several = False
+    facts = None
+    if getattr(adapter, "meeting_facts", None) is not None:
+        facts = _ask_platform(adapter.meeting_facts, platform, event.session_id)
+        schedule = schedule or Schedule(None, "schedule_not_connected")
+        if schedule.fhir is None:
+            log.info(
+                "client_resolution.schedule_skipped",
+                extra={"session_event_id": event.id, "reason": schedule.skipped},
+            )
+        elif facts.host_email:
+            found = _from_schedule(schedule.fhir, fhir, event, facts)
+            if isinstance(found, Matched):
+                return _matched(event, found)
+            several = several or found
+        if facts.meeting_id:
+            emails = _registrants(adapter.registrant_emails, platform, facts.meeting_id)
+            found = _by_emails(fhir, emails, "registrant")
+            if isinstance(found, Matched):
+                return _matched(event, found)
+            several = several or found
+    emails = (
+        []
+        if attendee_emails is None
+        else _ask_platform(attendee_emails, platform, event.session_id)
+    )
+    if not emails and not several:
         return _unmatched(event, "no_participants", 0, 0)
+    found = _by_emails(fhir, emails, "email")
+    if isinstance(found, Matched):
+        return _matched(event, found)
+    several = several or found
+    return _unmatched(event, "several_matches" if several else "no_match", len(emails), 0)
+
+
+def _matched(event: SessionEvent, found: Matched) -> Matched:
+    log.info(
+        "client_resolution.matched",
+        extra={"session_event_id": event.id, "method": found.method},
+    )
+    return found
+
+
+def _by_emails(fhir: PatientSearch, emails: list[str], method: str) -> Matched | bool:
+    """Return the one current Patient with one of these emails, or whether several had them."""
     found: dict[str, tuple[dict, str]] = {}
     for email in emails:
         for patient in _patients_with(fhir, email):
             found.setdefault(patient["id"], (patient, email))
     if len(found) != 1:
-        return _unmatched(
-            event, "several_matches" if found else "no_match", len(emails), len(found)
-        )
+        return len(found) > 1
     patient, email = next(iter(found.values()))
-    log.info(
-        "client_resolution.matched",
-        extra={"session_event_id": event.id, "candidates": len(emails)},
+    return Matched(f"Patient/{patient['id']}", email=email, phone=_mobile(patient), method=method)
+
+
+def _from_schedule(
+    schedule: PatientSearch, fhir: PatientSearch, event: SessionEvent, facts
+) -> Matched | bool:
+    """Return the Patient the host's overlapping Appointments name, or whether several did."""
+    practitioners = [
+        practitioner["id"]
+        for practitioner in _search(
+            schedule, "Practitioner", {"email": facts.host_email, "_count": str(SEARCH_COUNT)}
+        )
+        if isinstance(practitioner.get("id"), str)
+        and practitioner.get("active") is not False
+        and _has_email(practitioner, facts.host_email)
+    ]
+    appointments: list[dict] = []
+    for practitioner_id in practitioners:
+        appointments += _search(
+            schedule,
+            "Appointment",
+            {
+                "practitioner": f"Practitioner/{practitioner_id}",
+                "date": [
+                    f"ge{_fhir_instant(event.started_at - LOOKBACK)}",
+                    f"le{_fhir_instant(event.ended_at + DEFAULT_TOLERANCE)}",
+                ],
+                "_count": str(APPOINTMENT_COUNT),
+            },
+        )
+    match = match_schedule(
+        appointments, set(practitioners), event.started_at, event.ended_at, facts.meeting_id
     )
-    return Matched(patient_ref=f"Patient/{patient['id']}", email=email, phone=_mobile(patient))
+    if match.patient_id is None:
+        return len(match.patient_ids) > 1
+    patient = _patient(fhir, match.patient_id)
+    if patient is None:
+        return False
+    return Matched(
+        f"Patient/{patient['id']}",
+        email=_email(patient),
+        phone=_mobile(patient),
+        method="appointment",
+    )
+
+
+def _linked(event: SessionEvent, fhir: PatientSearch) -> Matched | Unmatched:
+    """Read the Patient an admin linked the session to, for their contact details."""
+    patient = _patient(fhir, event.patient_ref.split("/", 1)[1])
+    if patient is None:
+        return _unmatched(event, "linked_patient_not_found", 1, 0)
+    return _matched(
+        event,
+        Matched(event.patient_ref, email=_email(patient), phone=_mobile(patient), method="admin"),
+    )
+
+
+def _patient(fhir: PatientSearch, patient_id: str) -> dict | None:
+    """Return the current Patient with this id, or None."""
+    found = [
+        patient
+        for patient in _search(fhir, "Patient", {"_id": patient_id})
+        if patient.get("id") == patient_id and _current(patient)
+    ]
+    return found[0] if found else None
+
+
+def _fhir_instant(moment) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _has_email(resource: dict, email: str) -> bool:
+    wanted = email.strip().casefold()
+    return any(
+        telecom.get("system") == "email"
+        and isinstance(telecom.get("value"), str)
+        and telecom["value"].strip().casefold() == wanted
+        for telecom in resource.get("telecom") or []
+    )
+
+
+def _email(patient: dict) -> str | None:
+    """Return the Patient's own first email address, or None."""
+    for telecom in patient.get("telecom") or []:
+        if telecom.get("system") == "email" and isinstance(telecom.get("value"), str):
+            return telecom["value"].strip()
+    return None
 
 
 def _unmatched(event: SessionEvent, reason: str, candidates: int, patients: int) -> Unmatched:
@@ -119,10 +277,28 @@ def _unmatched(event: SessionEvent, reason: str, candidates: int, patients: int)
     return Unmatched(reason)
 
 
-def _attendees(attendee_emails: Callable, platform: Platform, event: SessionEvent) -> list[str]:
-    """Ask the platform who attended, turning its failures into ResolutionErrors."""
+def _registrants(registrant_emails: Callable, platform: Platform, meeting_id: str) -> list[str]:
+    """Return the meeting's registrants' emails; none when it took no registrations."""
     try:
-        return attendee_emails(platform.get_json, event.session_id)
+        return _ask_platform(registrant_emails, platform, meeting_id)
+    except ResolutionError as exc:
+        cause = exc.__cause__
+        # Zoom answers 400 (code 3000) for a meeting without registration and 404 for a
+        # deleted one: either way there are no registrants, and the attendees are next.
+        if (
+            isinstance(cause, PlatformError)
+            and not isinstance(cause, PlatformAuthError)
+            and not cause.retryable
+            and cause.status in (400, 404)
+        ):
+            return []
+        raise
+
+
+def _ask_platform(ask: Callable, platform: Platform, key: str):
+    """Ask the platform one thing, turning its failures into ResolutionErrors."""
+    try:
+        return ask(platform.get_json, key)
     except PlatformAuthError as exc:
         # Only a person can re-authorise; the retries (bounded by PLAN_MAX_ATTEMPTS) give them
         # the retry window to do so before the session is marked failed.
@@ -139,30 +315,27 @@ def _attendees(attendee_emails: Callable, platform: Platform, event: SessionEven
         raise ResolutionError("platform_bad_answer", retryable=True) from exc
 
 
-def _patients_with(fhir: PatientSearch, email: str) -> list[dict]:
-    """Return the current Patients whose own record holds this email."""
+def _search(fhir: PatientSearch, resource_type: str, params: dict) -> list[dict]:
+    """Search the EHR, turning its failures into ResolutionErrors."""
     try:
-        patients = fhir.search("Patient", {"email": email, "_count": str(SEARCH_COUNT)})
+        return fhir.search(resource_type, params)
     except NoTokenError as exc:
         # Worth retrying, as for writes: EHR admins fix grants, keys get generated.
         raise ResolutionError("ehr_no_token", retryable=True) from exc
     except FhirError as exc:
         reason = "ehr_unavailable" if exc.retryable else "ehr_refused"
         raise ResolutionError(reason, retryable=exc.retryable) from exc
-    wanted = email.casefold()
+
+
+def _patients_with(fhir: PatientSearch, email: str) -> list[dict]:
+    """Return the current Patients whose own record holds this email."""
+    patients = _search(fhir, "Patient", {"email": email, "_count": str(SEARCH_COUNT)})
     # Checked again here: a server that ignores an unknown parameter returns every Patient,
     # and one that did so with a single Patient on file would otherwise be a false match.
     return [
         patient
         for patient in patients
-        if isinstance(patient.get("id"), str)
-        and _current(patient)
-        and any(
-            telecom.get("system") == "email"
-            and isinstance(telecom.get("value"), str)
-            and telecom["value"].strip().casefold() == wanted
-            for telecom in patient.get("telecom") or []
-        )
+        if isinstance(patient.get("id"), str) and _current(patient) and _has_email(patient, email)
     ]
 
 
@@ -206,6 +379,15 @@ def patient_search_for(practice: Practice, clients: EhrClients) -> PatientSearch
     return searcher
 
 
+def schedule_search_for(practice: Practice, clients: EhrClients) -> Schedule:
+    """Return the practice's schedule searcher (Appointment, Practitioner), or why there is none."""
+    facts = practice.ehr_connection.facts if practice.ehr_connection else {}
+    if not facts.get("appointment_search", False):
+        # Connections checked before this step existed, or EHRs that did not grant the reads.
+        return Schedule(None, "schedule_not_granted")
+    return Schedule(clients.searcher_for(practice, ["Appointment", "Practitioner"]))
+
+
 def resolver_for(
     practice: Practice,
     *,
@@ -222,8 +404,8 @@ def resolver_for(
         if event.practice_id != practice.id:
             # Never look one practice's session up with another's token or EHR.
             raise ResolutionError("wrong_practice", retryable=False)
-        return resolve_client(
-            event, platform=platform, fhir=patient_search_for(practice, ehr_clients)
-        )
+        fhir = patient_search_for(practice, ehr_clients)
+        schedule = schedule_search_for(practice, ehr_clients) if fhir is not None else None
+        return resolve_client(event, platform=platform, fhir=fhir, schedule=schedule)
 
     return resolve

@@ -37,7 +37,10 @@ def test_install_redirects_to_the_platform_with_state_and_pkce_s256(client, zoom
     assert query["code_challenge_method"] == "S256"
     assert len(query["code_challenge"]) == 43
     assert len(query["state"]) >= 20
-    assert query["scope"] == "user:read:user meeting:read:list_past_participants"
+    assert query["scope"] == (
+        "user:read:user meeting:read:list_past_participants meeting:read:past_meeting "
+        "meeting:read:list_registrants"
+    )
 
 
 def test_install_creates_the_practice_with_a_sealed_token_and_opens_setup(

@@ -286,3 +286,18 @@ def test_the_smart_launch_url_refuses_an_ehr_no_practice_connected(client):
     assert "This EHR is not connected" in response.get_data(as_text=True)
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_every_system_scope_the_ehr_is_asked_for_is_listed_with_its_reason():
+    from plugin.ehr.smart import ServerFacts, flag_scope, search_scope
+
+    listed = {entry["scope"] for entry in load_manifest()["backend_services"]["scopes"]}
+    asked = set()
+    for qr in (True, False):
+        facts = ServerFacts("https://ehr.example/token", True, True, qr, True, not qr)
+        asked |= set(facts.scope().split())
+    asked.add(flag_scope(True))
+    # Resolution (Patient; Appointment and Practitioner for the schedule) and the rupture rule.
+    asked |= {search_scope(kind, True) for kind in ("Patient", "Observation")}
+    asked |= {search_scope(kind, True) for kind in ("Appointment", "Practitioner")}
+    assert asked == listed

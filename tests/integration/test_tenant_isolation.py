@@ -183,7 +183,7 @@ def test_each_zoom_practice_resolves_with_its_own_token_and_its_own_ehr_only(
     [event_b] = rows(db, SessionEvent, b)
     assert (event_a.status, event_a.patient_ref) == ("planned", f"Patient/{sam_a}")
     assert (event_b.status, event_b.patient_ref) == ("planned", f"Patient/{sam_b}")
-    assert sorted(call.token for call in zoom_api.api_calls()) == ["token-A", "token-B"]
+    assert sorted(call.token for call in zoom_api.participant_calls()) == ["token-A", "token-B"]
     for ehr in (ehr_a, ehr_b):
         log = ehr.stats()["log"]
         searches = [path for method, path, _ in log if method == "GET" and "Patient" in path]

@@ -164,13 +164,13 @@ def test_meeting_ended_twice_is_one_session_and_one_invitation_for_the_patient_f
     # The search ran on a token of its own that may only read Patients, nothing else.
     ours = [t["scope"] for t in ehr_desk.oauth.issued if t["client_id"] == "alliance"]
     assert "system/Patient.rs" in ours
-    [call] = zoom_api.api_calls()
+    [call] = zoom_api.participant_calls()
     assert call.token == TOKEN
     assert call.raw_path == "/v2/past_meetings/4444AAAiAAAAAiAiAiiAii%3D%3D/participants"
 
     tick(app, soon(60))
     assert count(db, Invitation) == 1
-    assert len(zoom_api.api_calls()) == 1
+    assert len(zoom_api.participant_calls()) == 1
 
 
 def test_a_uuid_zoom_wants_double_encoded_reaches_the_right_meeting(

@@ -12,23 +12,28 @@ UUID = "4444AAAiAAAAAiAiAiiAii=="
 PARTICIPANTS = json.loads((DATA / "zoom" / "participants.json").read_text())["participants"]
 PATIENTS = json.loads((DATA / "zoom" / "patients.json").read_text())
 WRITE_AND_SEARCH = "system/QuestionnaireResponse.c system/Observation.c system/Patient.rs"
+# With the schedule's reads too, so Zoom clients can be found by their Appointments.
+WITH_SCHEDULE = WRITE_AND_SEARCH + " system/Appointment.rs system/Practitioner.rs"
+RECORDS = "system/Patient.c system/Practitioner.c system/Appointment.c"
 
 
 class Ehr:
     """Connect practices to the test FHIR server as an operator would, and file Patients."""
 
-    def __init__(self, app, client, db, runner, server, oauth):
+    def __init__(self, app, client, db, runner, server, oauth, scopes=WRITE_AND_SEARCH):
         self.app, self.db, self.runner, self.server, self.oauth = app, db, runner, server, oauth
         server.reset()
         oauth.reset()
         generate(db, app.extensions["vault"], "ES384")
         jwks = client.get("/.well-known/jwks.json").json
-        oauth.register_client("alliance", jwks=jwks, scopes=WRITE_AND_SEARCH)
-        # The EHR's own records desk, which files Patients; Alliance Check never may.
-        oauth.register_client("records", jwks=jwks, scopes="system/Patient.c")
+        oauth.register_client("alliance", jwks=jwks, scopes=scopes)
+        # The EHR's own records desk, which files Patients, Practitioners and Appointments;
+        # Alliance Check never may.
+        oauth.register_client("records", jwks=jwks, scopes=RECORDS)
+        self._token = None
 
-    def connect(self, account_id: str) -> None:
-        """Run `ehr connect` for a Zoom practice."""
+    def connect(self, account_id: str) -> str:
+        """Run `ehr connect` for a Zoom practice; return what it printed."""
         result = self.runner.invoke(
             args=[
                 *("ehr", "connect", account_id, self.server.base_url),
@@ -36,22 +41,25 @@ class Ehr:
             ]
         )
         assert result.exit_code == 0, result.output
+        return result.output
+
+    def post(self, resource: dict) -> str:
+        """Create any resource as the records desk; return its id."""
+        if self._token is None:
+            signer = current_signer(self.db, self.app.extensions["vault"])
+            self._token = fetch_token("records", self.oauth.token_endpoint, RECORDS, signer)
+        response = requests.post(
+            f"{self.server.base_url}/{resource['resourceType']}",
+            json=resource,
+            timeout=10,
+            headers={
+                "Authorization": f"Bearer {self._token['access_token']}",
+                "Content-Type": "application/fhir+json",
+            },
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
 
     def file(self, *names: str) -> dict[str, str]:
         """Create Patients from tests/data/zoom/patients.json; return their ids by name."""
-        signer = current_signer(self.db, self.app.extensions["vault"])
-        token = fetch_token("records", self.oauth.token_endpoint, "system/Patient.c", signer)
-        ids = {}
-        for name in names:
-            response = requests.post(
-                f"{self.server.base_url}/Patient",
-                json=PATIENTS[name],
-                timeout=10,
-                headers={
-                    "Authorization": f"Bearer {token['access_token']}",
-                    "Content-Type": "application/fhir+json",
-                },
-            )
-            assert response.status_code == 201, response.text
-            ids[name] = response.json()["id"]
-        return ids
+        return {name: self.post(PATIENTS[name]) for name in names}

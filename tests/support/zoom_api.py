@@ -7,6 +7,11 @@ documents, and nothing more:
   paged by page_size; the bearer token decides the account, and an account sees only its own
   meetings (404 otherwise, as Zoom answers for a meeting it cannot find). The UUID segment is
   decoded as Zoom does: a UUID that starts with "/" or holds "//" must come double-encoded.
+- GET /v2/past_meetings/{meetingUUID}: the instance's details, with its numeric `id` and
+  `host_id` (same encoding and account rules).
+- GET /v2/users/{userId}: the user's record, with their `email` (the meeting's host).
+- GET /v2/meetings/{meetingId}/registrants: {"registrants": [...], "next_page_token"}, by the
+  numeric id; 400 with code 3000 for a meeting that took no registrations, as Zoom answers.
 - POST /oauth/revoke: 200, recording the revoked token (uninstall revokes best effort).
 
 Failures can be injected (`fail_next`), and every API call is recorded (`calls`).
@@ -28,6 +33,12 @@ from webhooks import zoom
 
 ZOOM_SECRETS = json.loads((DATA / "zoom" / "secrets.json").read_text())
 _PARTICIPANTS = re.compile(r"^/v2/past_meetings/(?P<uuid>.+)/participants$")
+_DETAILS = re.compile(r"^/v2/past_meetings/(?P<uuid>[^/]+)$")
+_USER = re.compile(r"^/v2/users/(?P<user>[^/]+)$")
+_REGISTRANTS = re.compile(r"^/v2/meetings/(?P<id>[0-9]+)/registrants$")
+# The sample meeting's host (tests/data/zoom/meeting_ended.json) and their email.
+HOST_ID = "uLobJx7XTHi8yF0Tc1Vb8w"
+HOST_EMAIL = "therapist@riverside.example"
 
 
 def zoom_payload(name: str, **changes) -> dict:
@@ -61,6 +72,10 @@ class ZoomApi:
     calls: list[Call] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
     failures: list[int] = field(default_factory=list)
+    # (token, uuid) -> past meeting details; (token, user id) -> user; (token, id) -> registrants.
+    details: dict[tuple[str, str], dict] = field(default_factory=dict)
+    users: dict[tuple[str, str], dict] = field(default_factory=dict)
+    registrants: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -79,10 +94,47 @@ class ZoomApi:
             "ZOOM_REVOKE_URL": self.server.url_for("/oauth/revoke"),
         }
 
-    def add_meeting(self, access_token: str, meeting_uuid: str, participants: list[dict]) -> None:
-        """Let the account holding access_token see a past meeting with these participants."""
+    def add_meeting(
+        self,
+        access_token: str,
+        meeting_uuid: str,
+        participants: list[dict],
+        *,
+        meeting_id: int = 85417329902,
+        host_id: str = HOST_ID,
+        host_email: str | None = HOST_EMAIL,
+        registrants: list[dict] | None = None,
+        start_time: str = "2026-03-02T14:00:04Z",
+        end_time: str = "2026-03-02T14:50:30Z",
+    ) -> None:
+        """Let the account holding access_token see a past meeting with these participants.
+
+        Its host (a user of the account) has host_email; registrants=None means the meeting
+        took no registrations.
+        """
         self.tokens.add(access_token)
         self.meetings[(access_token, meeting_uuid)] = participants
+        self.details[(access_token, meeting_uuid)] = {
+            "uuid": meeting_uuid,
+            "id": meeting_id,
+            "host_id": host_id,
+            "type": 2,
+            "topic": "Session",
+            "start_time": start_time,
+            "end_time": end_time,
+            "duration": 50,
+            "total_minutes": 50,
+            "participants_count": len(participants),
+        }
+        if host_email is not None:
+            self.users[(access_token, host_id)] = {
+                "id": host_id,
+                "email": host_email,
+                "type": 2,
+                "status": "active",
+            }
+        if registrants is not None:
+            self.registrants[(access_token, str(meeting_id))] = registrants
 
     def add_account(self, access_token: str) -> None:
         """Accept access_token for an account that has no meetings yet."""
@@ -93,8 +145,12 @@ class ZoomApi:
         self.failures.extend([status] * count)
 
     def api_calls(self) -> list[Call]:
-        """Return the participant look-ups made so far."""
+        """Return the API calls made so far (everything under /v2/)."""
         return [c for c in self.calls if c.raw_path.startswith("/v2/")]
+
+    def participant_calls(self) -> list[Call]:
+        """Return the participant look-ups made so far (not details, users or registrants)."""
+        return [c for c in self.api_calls() if c.raw_path.endswith("/participants")]
 
     def handle(self, request: Request) -> Response:
         """Answer one request as Zoom would."""
@@ -108,29 +164,59 @@ class ZoomApi:
         if self.failures:
             status = self.failures.pop(0)
             return _error(status, 0, "Injected failure (test stand-in)")
-        match = _PARTICIPANTS.match(raw_path)
-        if request.method != "GET" or match is None:
+        if request.method != "GET":
             return _error(404, 404, "Not found")
         if token not in self.tokens:
             return _error(401, 124, "Invalid access token.")
-        once = unquote(match["uuid"])
-        # Zoom decodes the path before routing: a single-encoded "/x" or "a//b" lands elsewhere.
-        if once.startswith("/") or "//" in once:
-            return _error(404, 3001, "Meeting does not exist.")
-        participants = self.meetings.get((token, unquote(once)))
-        if participants is None:
-            return _error(404, 3001, "Meeting does not exist.")
-        size = int(request.args.get("page_size", 30))
-        start = int(request.args.get("next_page_token") or 0)
-        end = start + size
-        body = {
-            "page_count": -(-len(participants) // size) or 1,
-            "page_size": size,
-            "total_records": len(participants),
-            "next_page_token": str(end) if end < len(participants) else "",
-            "participants": participants[start:end],
-        }
-        return Response(json.dumps(body), 200, mimetype="application/json")
+        if match := _PARTICIPANTS.match(raw_path):
+            participants = self.meetings.get((token, _meeting_uuid(match["uuid"])))
+            if participants is None:
+                return _error(404, 3001, "Meeting does not exist.")
+            return _page(request, "participants", participants)
+        if match := _DETAILS.match(raw_path):
+            details = self.details.get((token, _meeting_uuid(match["uuid"])))
+            if details is None:
+                return _error(404, 3001, "Meeting does not exist.")
+            return Response(json.dumps(details), 200, mimetype="application/json")
+        if match := _USER.match(raw_path):
+            user = self.users.get((token, unquote(match["user"])))
+            if user is None:
+                return _error(404, 1001, "User does not exist.")
+            return Response(json.dumps(user), 200, mimetype="application/json")
+        if match := _REGISTRANTS.match(raw_path):
+            key = (token, match["id"])
+            if key not in self.registrants:
+                if not any(d["id"] == int(match["id"]) for d in self.details.values()):
+                    return _error(404, 3001, "Meeting does not exist.")
+                return _error(400, 3000, "Registration has not been enabled for this meeting.")
+            wanted = request.args.get("status", "approved")
+            found = [r for r in self.registrants[key] if r.get("status", "approved") == wanted]
+            return _page(request, "registrants", found)
+        return _error(404, 404, "Not found")
+
+
+def _meeting_uuid(segment: str) -> str | None:
+    """Decode a UUID path segment as Zoom does, or None where Zoom would route elsewhere."""
+    once = unquote(segment)
+    # Zoom decodes the path before routing: a single-encoded "/x" or "a//b" lands elsewhere.
+    if once.startswith("/") or "//" in once:
+        return None
+    return unquote(once)
+
+
+def _page(request: Request, key: str, items: list[dict]) -> Response:
+    """Answer one page of a Zoom list, paged by page_size and next_page_token."""
+    size = int(request.args.get("page_size", 30))
+    start = int(request.args.get("next_page_token") or 0)
+    end = start + size
+    body = {
+        "page_count": -(-len(items) // size) or 1,
+        "page_size": size,
+        "total_records": len(items),
+        "next_page_token": str(end) if end < len(items) else "",
+        key: items[start:end],
+    }
+    return Response(json.dumps(body), 200, mimetype="application/json")
 
 
 def _error(status: int, code: int, message: str) -> Response:

@@ -348,3 +348,21 @@ def test_registry_exposes_the_zoom_adapter_by_platform_name(body):
     assert adapter.PLATFORM == "zoom"
     event_id = adapter.Verifier(SECRET, clock=NOW.timestamp).verify(body, signed(body))
     assert isinstance(adapter.parse(body, event_id), SessionEnded)
+
+
+def test_meeting_facts_and_registrants_read_zooms_documented_shapes():
+    from webhooks.zoom import meeting_facts, registrant_emails
+
+    answers = {
+        "/past_meetings/abc%3D%3D": {"id": 85417329902, "host_id": "uLob"},
+        "/users/uLob": {"id": "uLob", "email": "host@riverside.example"},
+        "/meetings/85417329902/registrants": {
+            "registrants": [{"email": "a@example.org"}, {"email": "A@example.org"}, {"x": 1}],
+            "next_page_token": "",
+        },
+    }
+    fetch = lambda path, params: answers[path]  # noqa: E731
+    facts = meeting_facts(fetch, "abc==")
+    assert (facts.meeting_id, facts.host_email) == ("85417329902", "host@riverside.example")
+    assert "host@" not in repr(facts)
+    assert registrant_emails(fetch, "85417329902") == ["a@example.org"]

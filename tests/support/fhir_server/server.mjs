@@ -168,6 +168,7 @@ const RESOURCE_TYPES = [
   'Patient',
   'Practitioner',
   'PractitionerRole',
+  'Appointment',
   'Encounter',
   'Questionnaire',
   'QuestionnaireResponse',
@@ -680,7 +681,7 @@ const repo = new StrictRepository();
 // CapabilityStatement and SMART configuration
 
 // Search parameters advertised per type (when R4 defines them for it); all R4 ones work.
-const ADVERTISED_SEARCH_PARAMS = ['_id', 'identifier', 'patient', 'subject', 'encounter', 'code', 'date'];
+const ADVERTISED_SEARCH_PARAMS = ['_id', 'identifier', 'patient', 'subject', 'encounter', 'code', 'date', 'practitioner', 'email'];
 
 function capabilityStatement(base) {
   const resources = RESOURCE_TYPES.map((type) => {
