@@ -1,7 +1,7 @@
 """how a session's client was found
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-08 10:00:00.000000
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 
 revision = '0008'
 # 0007 is added in parallel on another branch; re-chain to it at merge.
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
