@@ -13,7 +13,7 @@ from plugin.core.queue import drain, retry_at
 from plugin.delivery.channels import Channel, DeliveryError, Outgoing
 from plugin.delivery.unsubscribe import unsubscribe_link
 from plugin.planning.optouts import is_opted_out
-from plugin.planning.policy import Policy, reminder_time
+from plugin.planning.policy import Policy, reminder_time, send_deadline
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,13 @@ def _send(invitation: Invitation, channels: dict[str, Channel], vault: Vault, se
     if _cancel_if_opted_out(session, invitation):
         return False
     policy = policy_of(session, invitation)
+    if now > send_deadline(policy, invitation.due_at):
+        # Planned in time but not sent in time (a worker or mail outage, retries): a client
+        # asked days after the session rates one they no longer remember well.
+        invitation.status = InvitationStatus.CANCELLED
+        invitation.last_error = "stale"
+        _purge(invitation)
+        return False
     contact = vault.open(invitation.contact)
     errors = []
     while invitation.channel_index < len(invitation.channels):
