@@ -180,6 +180,11 @@ class Policy:
             raise PolicyError(
                 'questionnaire is required: the canonical "url|version"', "questionnaire"
             )
+        delay = data.get("delay_minutes")
+        if "max_send_delay_hours" not in data and isinstance(delay, int) and delay >= 24 * 60:
+            # Stored before the setting existed, or left out of a file, with a day's delay:
+            # the default would make every session stale, so allow an hour past the delay.
+            data = {**data, "max_send_delay_hours": delay // 60 + 1}
         return cls(**data)
 
 

@@ -283,6 +283,13 @@ def test_a_session_planned_too_long_after_it_ended_is_stale(max_hours, now, deci
     assert result == decision
 
 
+def test_a_schedule_stored_before_the_setting_keeps_working_with_a_days_delay():
+    # The longest delay a schedule allows, stored before max_send_delay_hours existed.
+    policy = Policy.from_dict({"questionnaire": Q, "delay_minutes": 1440})
+    assert policy.max_send_delay_hours == 25
+    assert Policy.from_dict({"questionnaire": Q, "delay_minutes": 600}).max_send_delay_hours == 24
+
+
 def test_waiting_for_quiet_hours_to_end_is_not_lateness():
     # Ends Mon 20:55 in New York, due Tue 08:00: the day's grace counts from the 08:00 send.
     ended = _utc(2026, 6, 2, 0, 55)
