@@ -111,12 +111,15 @@ def serve(host: str) -> None:
 
     class Server(BaseApplication):
         def load_config(self):
-            port = create_app().config["PORT"]
-            self.cfg.set("bind", f"{host}:{port}")
-            # One process, so exactly one scheduler; threads serve concurrent requests.
+            config = create_app().config
+            self.cfg.set("bind", f"{host}:{config['PORT']}")
+            # One process, so exactly one scheduler; threads serve concurrent requests. A
+            # stalled body holds a thread for at most BODY_TIMEOUT_SECONDS
+            # (plugin.core.slow_clients), and there are enough that a few such clients never
+            # delay anyone else.
             self.cfg.set("workers", 1)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
+            self.cfg.set("threads", config["SERVE_THREADS"])
 
         def load(self):
             from plugin.jobs import start_in_process

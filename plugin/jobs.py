@@ -19,6 +19,7 @@ from plugin.delivery.retention import purge_finished
 from plugin.ehr.drain import WriteSettings, write_due
 from plugin.ehr.gateway import EhrClients
 from plugin.ehr.keys import load_signer
+from plugin.install.lifecycle import purge_uninstalled
 from plugin.planning.plan import PlanSettings, plan_due
 from plugin.planning.resolution import resolver_for
 
@@ -77,6 +78,10 @@ def _expire(ctx: _Context) -> int:
     return expire_stale(ctx.sessions, ctx.now)
 
 
+def _uninstalled(ctx: _Context) -> int:
+    return purge_uninstalled(ctx.sessions, ctx.now)
+
+
 def _purge(ctx: _Context) -> int:
     return purge_finished(ctx.sessions, ctx.now, timedelta(days=ctx.config["RETENTION_DAYS"]))
 
@@ -87,6 +92,8 @@ STEPS = {
     "dispatch": _dispatch,
     "remind": _remind,
     "ehr": _write,
+    # After the EHR step, so an uninstalled practice's last answers go before it is purged.
+    "uninstalled": _uninstalled,
     "expire": _expire,
     "purge": _purge,
 }

@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, current_app, g, redirect, session,
 from plugin.core import audit
 from plugin.core.db import get_session
 from plugin.core.errors import page, private_page_headers
-from plugin.core.models import Practice
+from plugin.core.models import Practice, PracticeStatus
 from plugin.install.platform_api import Identity
 from plugin.install.platforms import platform_table, settings_for
 from plugin.install.views import SIGN_IN, begin_consent
@@ -63,7 +63,7 @@ def current_admin() -> tuple[Practice, str] | None:
     if now - seen >= config["ADMIN_IDLE_MINUTES"] * 60:
         return None
     practice = get_session().get(Practice, data.get("practice_id"))
-    if practice is None:  # uninstalled since
+    if practice is None or practice.status == PracticeStatus.UNINSTALLED:  # uninstalled since
         return None
     # Refresh the idle clock at most once a minute, so most pages set no new cookie.
     if now - seen >= 60:

@@ -26,7 +26,7 @@ from plugin.admin.auth import admin_required
 from plugin.admin.chart import weekly_chart
 from plugin.admin.stats import weekly_counts
 from plugin.core import audit
-from plugin.core.db import get_session
+from plugin.core.db import get_session, read_only
 from plugin.core.errors import page, private_page_headers
 from plugin.ehr.connect import check_connection, explain, save_connection
 from plugin.ehr.launch import LAUNCH_SCOPE
@@ -87,6 +87,7 @@ def _csrf_failed(_exc: CSRFError) -> Response:
 
 
 @bp.get("/")
+@read_only
 @admin_required
 def overview() -> Response:
     """Show the practice's status, its EHR connection and 12 weeks of practice-level counts."""
@@ -193,6 +194,7 @@ def ehr() -> Response:
 
 
 @bp.get("/problems")
+@read_only
 @admin_required
 def problems(status: int = 200, **errors) -> Response:
     """List what went wrong, why, and offer a retry where one can help."""
@@ -244,6 +246,7 @@ def retry(kind: str, problem_id: str) -> Response:
 
 
 @bp.get("/audit")
+@read_only
 @admin_required
 def audit_trail() -> Response:
     """Show who changed what and when: ids and setting names only."""

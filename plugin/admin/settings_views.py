@@ -33,6 +33,7 @@ WHOLE = (
     "delay_minutes",
     "reminder_after_hours",
     "expires_after_hours",
+    "max_send_delay_hours",
 )
 LABELS = {
     "first_sessions": "Ask after each of the first … sessions",
@@ -43,6 +44,7 @@ LABELS = {
     "quiet_end": "Quiet hours end",
     "reminder_after_hours": "Remind after … hours (0 = no reminder)",
     "expires_after_hours": "The link expires after … hours",
+    "max_send_delay_hours": "Skip a session not sent within … hours of its end",
     "channels": "Channels, in the order tried",
     "language": "Language for clients whose own is not offered",
     "questionnaire": "Questionnaire",
@@ -54,6 +56,7 @@ REASONS = {
     "every_kth": "then one in every {p.then_every}",
     "not_scheduled": "not scheduled",
     "min_gap": "within {p.min_gap_days} days of the last one",
+    "stale": "too long after the session ({p.max_send_delay_hours} h)",
 }
 
 

@@ -22,7 +22,7 @@ from plugin.admin.api.tokens import (
 )
 from plugin.admin.auth import admin_required
 from plugin.admin.console import bp, render_console
-from plugin.core.db import get_session
+from plugin.core.db import get_session, read_only
 
 EXPIRES_MESSAGE = (
     f"Expires after: enter a whole number of days from 1 to {EXPIRES_DAYS_MAX}, "
@@ -66,6 +66,7 @@ def _tokens_page(status: int = 200, **context) -> Response:
 
 
 @bp.get("/tokens")
+@read_only
 @admin_required
 def tokens() -> Response:
     """List the practice's API tokens (never the tokens themselves) and offer to make one."""

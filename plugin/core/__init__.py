@@ -4,8 +4,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Bind the database, the vault, the error pages, the translations and HTTPS headers."""
-    from plugin.core import crypto, db, errors, https, i18n
+    """Bind the database, the vault, the error pages, translations, HTTPS headers, body timeout."""
+    from plugin.core import crypto, db, errors, https, i18n, slow_clients
 
     for part in (
         db,
@@ -13,5 +13,6 @@ def init_app(app: Flask) -> None:
         errors,
         i18n,
         https,
+        slow_clients,
     ):
         part.init_app(app)

@@ -1,5 +1,6 @@
 """Bind SQLAlchemy to the app: one engine, a session per request or job, and migrations."""
 
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from plugin.core.config import packaged
+
+# An execution option (and a Session.info key) for work that only reads.
+READ_ONLY = "alliance_read_only"
 
 
 class Base(DeclarativeBase):
@@ -67,6 +71,11 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
+        if connection.get_execution_options().get(READ_ONLY):
+            # A deferred BEGIN takes no lock: in WAL mode a reader reads its snapshot while
+            # writers commit, so a page being rendered never holds webhooks up.
+            connection.exec_driver_sql("BEGIN")
+            return
         # IMMEDIATE takes the write lock up front, so two writers queue instead of deadlocking.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -83,12 +92,35 @@ def _create_private(path: Path) -> None:
     path.touch(mode=0o600, exist_ok=True)
 
 
+class ReadOnlyError(RuntimeError):
+    """Something tried to write through a session opened for reads only."""
+
+
+def _refuse_writes(session: Session, _context, _instances) -> None:
+    # A deferred SQLite transaction that writes after reading can fail outright when another
+    # writer committed meanwhile; reads-only work must say so and stay so.
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlyError("this session was opened for reads only")
+
+
 class Database:
     """Own the engine and the session factory for one app."""
 
     def __init__(self, url: str):
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def readonly(self) -> Session:
+        """Open a session for reads only: on SQLite it takes no write lock (PostgreSQL: as is)."""
+        bind = self.sessions.kw.get("bind")
+        if isinstance(bind, Engine):
+            session = self.sessions(bind=bind.execution_options(**{READ_ONLY: True}))
+        else:
+            # Bound to one connection (the tests' outer transaction): already begun.
+            session = self.sessions()
+        session.info[READ_ONLY] = True
+        event.listen(session, "before_flush", _refuse_writes)
+        return session
 
 
 def init_app(app: Flask) -> None:
@@ -104,10 +136,21 @@ def database() -> Database:
 
 
 def get_session() -> Session:
-    """Return this request's session, opening it on first use."""
+    """Return this request's session, opening it on first use (read-only in a read_only view)."""
     if "db_session" not in g:
-        g.db_session = database().sessions()
+        g.db_session = database().readonly() if g.get(READ_ONLY) else database().sessions()
     return g.db_session
+
+
+def read_only(view):
+    """Mark a view as one that only reads: its session takes no write lock on SQLite."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        setattr(g, READ_ONLY, True)
+        return view(*args, **kwargs)
+
+    return wrapper
 
 
 def _close_session(_exc: BaseException | None) -> None:

@@ -15,6 +15,9 @@ class PracticeStatus(StrEnum):
 
     ACTIVE = "active"
     NEEDS_REAUTH = "needs_reauth"  # the platform refused our refresh token
+    # Uninstalled: kept, as nothing but its EHR connection and the answers still owed to its
+    # EHR, until those are delivered or purge_after passes (plugin.install.lifecycle).
+    UNINSTALLED = "uninstalled"
 
 
 class SessionStatus(StrEnum):
@@ -68,8 +71,10 @@ class Practice(Base):
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64))
     ehr_target: Mapped[str] = mapped_column(String(500))
-    # active, or needs_reauth once the platform refused our refresh token.
+    # active, needs_reauth once the platform refused our refresh token, or uninstalled.
     status: Mapped[str] = mapped_column(String(16), default=PracticeStatus.ACTIVE)
+    # When an uninstalled practice is deleted whatever its EHR writes; None while installed.
+    purge_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Fernet ciphertext of the platform OAuth token (access, refresh, expires_at); None for
     # practices added by hand.
     platform_token: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -3,15 +3,20 @@
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from time import monotonic
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
-# Rows claimed per transaction: fewer claim transactions per row, while a few slow sends
-# still finish well inside the lease.
+# Rows claimed per transaction: fewer claim transactions per row.
 CLAIM_BATCH = 10
-# Longer than a claimed batch can take to process (each send times out within a minute).
-LEASE = timedelta(minutes=15)
+# How long a claimed row is hidden from other workers. After a crash, it and the rest of its
+# batch are taken up again after at most this long, so it is short; a batch that takes longer
+# (slow sends time out within a minute each) renews it for the rows it has not reached yet.
+LEASE = timedelta(minutes=2)
+# Renew once less than this is left of the lease, before the next row.
+RENEW_BEFORE = LEASE / 2
 
 
 def claim_due(
@@ -49,6 +54,28 @@ def retry_at(
     return now + delay * (1 + random.random() / 4)  # noqa: S311 (jitter, not a secret)
 
 
+def _renew(session: Session, model: type, rows: list, due: str, held: datetime, until: datetime):
+    """Extend the lease on rows still held (`due` == held); return those we still hold."""
+    if not rows:
+        return rows
+    column = getattr(model, due)
+    table = model.__table__
+    kept = set(
+        session.execute(
+            update(table)
+            # A row whose lease ran out may have been claimed by another worker: not ours now.
+            .where(table.c.id.in_([row.id for row in rows]), column == held)
+            .values({column.key: until})
+            .returning(table.c.id)
+        ).scalars()
+    )
+    session.commit()
+    for row in rows:
+        # Keep the in-memory rows in step without marking them changed.
+        set_committed_value(row, due, until)
+    return [row for row in rows if row.id in kept]
+
+
 def drain(
     sessions: sessionmaker,
     model: type,
@@ -58,14 +85,23 @@ def drain(
     *,
     status: str = "pending",
     due: str = "next_attempt_at",
+    on_claim: Callable[[object], None] | None = None,
 ) -> int:
     """Process up to `limit` rows in `status` whose `due` moment passed; return how many succeeded.
 
     Rows are claimed a batch at a time in a short transaction that leases them (pushes `due`
     past LEASE), so no lock is held while `process` talks to a mail server or an EHR.
-    `process` records each row's outcome, committed right after it. A crash in between
-    leaves the lease to run out and the row to be processed again: at least once, never lost.
+    `on_claim` prepares each row inside that transaction (dispatch fixes the link there, so a
+    retry repeats it). `process` records each row's outcome, committed right after it. A crash
+    in between leaves the lease to run out and the batch to be processed again: at least once,
+    never lost, and never more than LEASE late. A slow batch renews the lease as it goes.
     """
+    started = monotonic()
+
+    def clock() -> datetime:
+        # The injected `now`, moved on by the time this run has taken.
+        return now + timedelta(seconds=monotonic() - started)
+
     succeeded = 0
     remaining = limit
     while remaining > 0:
@@ -74,12 +110,24 @@ def drain(
                 rows = claim_due(
                     session, model, now, min(CLAIM_BATCH, remaining), status=status, due=due
                 )
+                held = clock() + LEASE
                 for row in rows:
-                    setattr(row, due, now + LEASE)
-            for row in rows:
+                    setattr(row, due, held)
+                    if on_claim is not None:
+                        on_claim(row)
+            claimed = len(rows)
+            queue = list(rows)
+            while queue:
+                if held - clock() < RENEW_BEFORE:
+                    renewed = clock() + LEASE
+                    queue = _renew(session, model, queue, due, held, renewed)
+                    held = renewed
+                    if not queue:
+                        break
+                row = queue.pop(0)
                 succeeded += process(row)
                 session.commit()
-        if len(rows) < min(CLAIM_BATCH, remaining):
+        if claimed < min(CLAIM_BATCH, remaining):
             break
-        remaining -= len(rows)
+        remaining -= claimed
     return succeeded

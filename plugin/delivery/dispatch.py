@@ -14,7 +14,7 @@ from plugin.delivery.channels import Channel, DeliveryError, Outgoing
 from plugin.delivery.unsubscribe import unsubscribe_link
 from plugin.planning.consent import has_sms_consent
 from plugin.planning.optouts import is_opted_out
-from plugin.planning.policy import Policy, reminder_time
+from plugin.planning.policy import Policy, reminder_time, send_deadline
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,13 @@ def _send(invitation: Invitation, channels: dict[str, Channel], vault: Vault, se
     if _cancel_if_opted_out(session, invitation):
         return False
     policy = policy_of(session, invitation)
+    if now > send_deadline(policy, invitation.due_at):
+        # Planned in time but not sent in time (a worker or mail outage, retries): a client
+        # asked days after the session rates one they no longer remember well.
+        invitation.status = InvitationStatus.CANCELLED
+        invitation.last_error = "stale"
+        _purge(invitation)
+        return False
     contact = vault.open(invitation.contact)
     errors = []
     while invitation.channel_index < len(invitation.channels):
@@ -107,12 +114,13 @@ def _send(invitation: Invitation, channels: dict[str, Channel], vault: Vault, se
             invitation.channel_index += 1
             invitation.attempts = 0
             continue
-        token, token_hash = new_token()
         expires_at = now + timedelta(hours=policy.expires_after_hours)
+        token = vault.open(invitation.token)
         outgoing = _outgoing(invitation, address, token, settings, now, expires_at)
         try:
             # A crash between this send and the commit leaves the row leased, so it is sent
-            # again after the lease with a new link: at least once, never lost (plugin.core.queue).
+            # again after the lease (plugin.core.queue): at most one extra message, and with
+            # the same link, fixed when the row was claimed.
             message_id = channels[name].send(outgoing)
         except DeliveryError as exc:
             invitation.attempts += 1
@@ -129,8 +137,6 @@ def _send(invitation: Invitation, channels: dict[str, Channel], vault: Vault, se
         invitation.channel = name
         # Twilio's status callbacks find the text by this; the SID itself is not kept.
         invitation.sms_sid_hash = hash_token(message_id) if message_id else None
-        invitation.token_hash = token_hash
-        invitation.token = vault.seal(token)
         invitation.sent_at = now
         invitation.expires_at = expires_at
         invitation.reminder_due_at = reminder_time(
@@ -204,6 +210,19 @@ def _remind(invitation: Invitation, channels: dict[str, Channel], vault: Vault, 
     return True
 
 
+def _link_for(vault: Vault):
+    """Return the claim hook that gives an invitation its link once, committed before any send."""
+
+    def fix_link(invitation: Invitation) -> None:
+        # Committed with the claim, before the send: a message that went out just before a
+        # crash carries the link the retry repeats, and that the survey accepts once sent.
+        if invitation.token is None:
+            token, invitation.token_hash = new_token()
+            invitation.token = vault.seal(token)
+
+    return fix_link
+
+
 def _each(step, event: str, channels, vault: Vault, settings, now):
     """Return what drain() runs per row: one send, recorded so that it never blocks the queue."""
 
@@ -212,7 +231,7 @@ def _each(step, event: str, channels, vault: Vault, settings, now):
             sent = step(invitation, channels, vault, settings, now)
         except Exception as exc:
             # Unexpected: count it as a failed attempt and keep only the type (the text may
-            # hold an address). The row's lease makes the next try wait LEASE.
+            # hold an address). The row's lease (plugin.core.queue.LEASE) makes the next try wait.
             invitation.attempts += 1
             invitation.last_error = f"internal error ({type(exc).__name__})"
             sent = False
@@ -235,7 +254,7 @@ def dispatch_due(
 ) -> int:
     """Send every invitation that is due; return how many went out."""
     send = _each(_send, "invitation.sent", channels, vault, settings, now)
-    return drain(sessions, Invitation, now, settings.batch, send)
+    return drain(sessions, Invitation, now, settings.batch, send, on_claim=_link_for(vault))
 
 
 def remind_due(

@@ -78,6 +78,8 @@ def _invite(session: Session, event: SessionEvent, vault: Vault, now: datetime) 
         ended_at=event.ended_at,
         timezone=timezone,
         previous_due_at=previous_due_at(session, event.practice_id, event.patient_ref, horizon),
+        # After a worker outage, a session too long past is skipped, not asked days late.
+        now=now,
     )
     if not decision.ask:
         return _close(event, SessionStatus.SKIPPED, decision.reason)

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 CHANNELS = ("email", "sms")
 # The languages the questionnaire and its messages are written in.
 LANGUAGES = ("en", "es")
-REASONS = ("first_sessions", "every_kth", "not_scheduled", "min_gap")
+REASONS = ("first_sessions", "every_kth", "not_scheduled", "min_gap", "stale")
 # A reminder later than this before expiry would send the client to a dead link.
 REMINDER_MARGIN = timedelta(hours=1)
 
@@ -26,6 +26,8 @@ _RANGES = {
     "delay_minutes": (0, 1440),
     "reminder_after_hours": (0, 335),
     "expires_after_hours": (1, 336),
+    # A client asked days after the session rates one they barely remember; two weeks at most.
+    "max_send_delay_hours": (1, 336),
 }
 _MEANINGS = {
     "first_sessions": "how many opening sessions are all asked",
@@ -34,6 +36,7 @@ _MEANINGS = {
     "delay_minutes": "minutes after the session ends",
     "reminder_after_hours": "hours; 0 = no reminder",
     "expires_after_hours": "hours",
+    "max_send_delay_hours": "hours after the session ends; later, it is skipped as stale",
 }
 
 
@@ -116,6 +119,7 @@ class Policy:
     quiet_end: time = time(8, 0)
     reminder_after_hours: int = 24  # 0 = no reminder
     expires_after_hours: int = 72
+    max_send_delay_hours: int = 24  # later than this after the session, it is skipped (stale)
     channels: tuple[str, ...] = ("email", "sms")  # order tried; each of "email", "sms"; no repeats
     language: str = "en"  # used when the client's language is not offered
 
@@ -137,6 +141,12 @@ class Policy:
             raise PolicyError(
                 "first_sessions and then_every are both 0, so no session would ever be asked",
                 "then_every",
+            )
+        if self.max_send_delay_hours * 60 <= self.delay_minutes:
+            raise PolicyError(
+                f"max_send_delay_hours ({self.max_send_delay_hours}) must be longer than "
+                f"delay_minutes ({self.delay_minutes} minutes), or every session would be stale",
+                "max_send_delay_hours",
             )
         before_expiry = timedelta(hours=self.expires_after_hours - self.reminder_after_hours)
         if self.reminder_after_hours and before_expiry < REMINDER_MARGIN:
@@ -170,6 +180,11 @@ class Policy:
             raise PolicyError(
                 'questionnaire is required: the canonical "url|version"', "questionnaire"
             )
+        delay = data.get("delay_minutes")
+        if "max_send_delay_hours" not in data and isinstance(delay, int) and delay >= 24 * 60:
+            # Stored before the setting existed, or left out of a file, with a day's delay:
+            # the default would make every session stale, so allow an hour past the delay.
+            data = {**data, "max_send_delay_hours": delay // 60 + 1}
         return cls(**data)
 
 
@@ -178,7 +193,7 @@ class Decision:
     """Whether one session gets a questionnaire, why, and when it is due."""
 
     ask: bool
-    reason: str  # "first_sessions" | "every_kth" | "not_scheduled" | "min_gap"
+    reason: str  # "first_sessions" | "every_kth" | "not_scheduled" | "min_gap" | "stale"
     due_at: datetime | None  # aware UTC when ask
 
 
@@ -213,13 +228,21 @@ def decide(
     ended_at: datetime,
     timezone: str,
     previous_due_at: datetime | None,
+    now: datetime | None = None,
 ) -> Decision:
-    """Decide whether this client's session_number-th session is asked, and when."""
+    """Decide whether this client's session_number-th session is asked, and when.
+
+    Given `now` (the planning job's), a session whose send deadline has passed is "stale".
+    """
     _aware("ended_at", ended_at)
     reason = scheduled_reason(policy, session_number)
     if reason == "not_scheduled":
         return Decision(ask=False, reason=reason, due_at=None)
     due_at = send_time(policy, ended_at, timezone)
+    if now is not None:
+        _aware("now", now)
+        if now > send_deadline(policy, due_at):
+            return Decision(ask=False, reason="stale", due_at=None)
     if previous_due_at is not None:
         _aware("previous_due_at", previous_due_at)
         # Both ways: a session that arrives late must not land just before one already planned.
@@ -232,6 +255,17 @@ def send_time(policy: Policy, ended_at: datetime, timezone: str) -> datetime:
     """Return when to send: ended_at plus the delay, moved out of the client's quiet hours."""
     _aware("ended_at", ended_at)
     return outside_quiet_hours(policy, ended_at + timedelta(minutes=policy.delay_minutes), timezone)
+
+
+def send_deadline(policy: Policy, due_at: datetime) -> datetime:
+    """Return the last moment an invitation due at `due_at` may still go out.
+
+    max_send_delay_hours counts from the session's end: a send planned at the end plus the
+    delay may be late by the rest of it. A wait for quiet hours is on time, not late, so a
+    session ending at 20:55 may still go out a day after its 08:00 send, not only until 20:55.
+    """
+    _aware("due_at", due_at)
+    return due_at + timedelta(hours=policy.max_send_delay_hours, minutes=-policy.delay_minutes)
 
 
 def _quiet(policy: Policy, wall: time) -> bool:

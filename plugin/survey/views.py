@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from fhir_mappings.bundle import ResponseContext, build_transaction
 from fhir_mappings.scoring import score, validate_answers
 from plugin.core.crypto import hash_token, vault
-from plugin.core.db import get_session
+from plugin.core.db import get_session, read_only
 from plugin.core.errors import page, private_page_headers
 from plugin.core.i18n import N_, current_language, use_language
 from plugin.core.models import EhrWrite, Invitation, InvitationStatus
@@ -103,6 +103,7 @@ def _form(invitation: Invitation, status: int = 200, errors=None, given=None) ->
 
 
 @bp.get("/<token>")
+@read_only
 def show(token: str) -> Response:
     """Render the questionnaire for a valid, unanswered link."""
     invitation = _find(token)

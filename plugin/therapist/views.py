@@ -17,7 +17,7 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, g, redirect, render_template, request
 from sqlalchemy import select
 
-from plugin.core.db import get_session
+from plugin.core.db import get_session, read_only
 from plugin.core.errors import page, private_page_headers
 from plugin.core.models import EhrConnection, Practice, PracticeStatus
 from plugin.ehr.errors import EhrError, FhirError
@@ -197,6 +197,7 @@ def callback() -> Response:
 
 
 @bp.get("/launch/view")
+@read_only
 def view() -> Response:
     """Draw the client's alliance trend, signals, comments and invitations."""
     db = get_session()

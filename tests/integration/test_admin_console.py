@@ -53,8 +53,8 @@ def test_schedule_change_is_versioned_audited_and_previewed(admin, db):
         "csrf_token": csrf_token(client, "/console/schedule"),
         "first_sessions": "6", "then_every": "3", "min_gap_days": "2", "delay_minutes": "10",
         "quiet_start": "21:00", "quiet_end": "08:00", "reminder_after_hours": "24",
-        "expires_after_hours": "72", "channels": "sms,email", "language": "en",
-        "questionnaire": client.application.extensions["default_instrument"],
+        "expires_after_hours": "72", "max_send_delay_hours": "36", "channels": "sms,email",
+        "language": "en", "questionnaire": client.application.extensions["default_instrument"],
     }  # fmt: skip
 
     assert client.post("/console/schedule", data=form).status_code == 302
@@ -62,6 +62,7 @@ def test_schedule_change_is_versioned_audited_and_previewed(admin, db):
     [row] = db.scalars(select(SchedulePolicy).where(SchedulePolicy.practice_id == practice.id))
     assert (row.version, row.settings["first_sessions"]) == (1, 6)
     assert row.settings["channels"] == ["sms", "email"]
+    assert row.settings["max_send_delay_hours"] == 36
     page = client.get("/console/schedule").get_data(as_text=True)
     assert "Asked after sessions 1, 2, 3, 4, 5, 6, 9, 12, 15, 18." in page
     event = db.scalar(select(AuditEvent).where(AuditEvent.action == "schedule.set"))

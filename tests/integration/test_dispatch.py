@@ -75,6 +75,18 @@ def test_running_the_dispatcher_again_sends_nothing_more(mail_app, smtp, pending
     assert len(smtp.messages) == 1
 
 
+def test_an_invitation_still_unsent_a_day_after_the_session_is_cancelled_as_stale(
+    mail_app, smtp, pending, db
+):
+    ended_at = pending.session_event.ended_at
+    # A worker or mail outage: the first try comes more than a day after the session.
+    assert run_dispatch(mail_app, ended_at + timedelta(hours=24, seconds=1)) == 0
+    assert smtp.messages == []
+    db.refresh(pending)
+    assert (pending.status, pending.last_error) == ("cancelled", "stale")
+    assert (pending.contact, pending.token) == (None, None)
+
+
 def test_not_yet_due_invitation_waits(mail_app, smtp, pending):
     assert run_dispatch(mail_app, pending.due_at - timedelta(seconds=1)) == 0
     assert smtp.messages == []
@@ -123,9 +135,10 @@ def test_refused_recipient_falls_back_to_sms_at_once(mail_app, smtp, pending, db
 
 def test_channel_retries_run_out_then_the_next_channel_is_tried(app, pending, db):
     app.config["SMTP_URL"] = f"smtp://127.0.0.1:{free_port()}"
-    now = datetime.now(UTC)
-    for day in range(app.config["DELIVERY_MAX_ATTEMPTS"]):
-        run_dispatch(app, now + timedelta(days=day))
+    for _ in range(app.config["DELIVERY_MAX_ATTEMPTS"]):
+        # Each try when the last failure said to retry, well within the schedule's day.
+        db.refresh(pending)
+        run_dispatch(app, max(datetime.now(UTC), pending.next_attempt_at))
     db.refresh(pending)
     # Six email attempts, then SMS in the same run.
     assert (pending.status, pending.channel) == ("sent", "sms")

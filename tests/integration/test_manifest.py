@@ -239,7 +239,9 @@ def test_the_retention_statement_covers_uninstall_and_unwritten_answers():
     statement = load_manifest()["data_retention"]
 
     assert "uninstall" in statement
-    assert "answers not yet written to its EHR" in statement
+    # Acknowledged answers are delivered first, within a stated time, then purged.
+    assert "already submitted are still written to the practice's EHR" in statement
+    assert "for up to 24 hours" in statement
 
 
 def test_every_scope_has_a_reason_and_platform_urls_are_overridable(app):

@@ -2,7 +2,8 @@
 
 Zoom's API is the stand-in (tests/support/zoom_api.py); the EHR is the real test FHIR server,
 enforcing SMART scopes, with Practitioners, Patients and Appointments filed by its own records
-desk. The sample meeting ran 14:00:04-14:50:30Z on 2026-03-02, hosted by HOST_EMAIL.
+desk. The sample meeting ran for the 50 minutes up to END, a moment ago (a session that ended
+days ago is skipped as stale), hosted by HOST_EMAIL.
 """
 
 import logging
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from plugin.core.models import Invitation, SessionEvent
 from plugin.jobs import tick
 from tests.support import fhir_server, month
+from tests.support.data import recent_end
 from tests.support.ehr_desk import UUID, WITH_SCHEDULE, Ehr
 from tests.support.schedule import appointment, patient, practitioner
 from tests.support.zoom_api import HOST_EMAIL, ZoomWebhooks, add_zoom_practice, zoom_payload
@@ -22,8 +24,9 @@ from tests.support.zoom_api import HOST_EMAIL, ZoomWebhooks, add_zoom_practice, 
 ACCOUNT = "zoom-acct-A"
 TOKEN = "zoom-access-A"
 MEETING_ID = "85417329902"
-START = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
-END = START + timedelta(minutes=50)
+# Fixed once for the module, so the appointments and the meeting agree to the second.
+END = recent_end().replace(microsecond=0)
+START = END - timedelta(minutes=50)
 HOST = {"id": "uLobJx7XTHi8yF0Tc1Vb8w", "user_email": HOST_EMAIL, "status": "in_meeting",
         "internal_user": True}  # fmt: skip
 PHONE_ONLY = {"id": "", "name": "+1 202 555 0143", "user_email": "", "status": "in_meeting",
@@ -69,8 +72,19 @@ def practice(app, db, zoom_api, desk):
 
 def session_of(app, client, db, zoom_api, participants, registrants=None) -> SessionEvent:
     """Let Zoom report the sample meeting with these people, post its end, plan it."""
-    zoom_api.add_meeting(TOKEN, UUID, participants, registrants=registrants)
-    assert ZoomWebhooks(client).post(zoom_payload("meeting_ended.json")).status_code == 204
+    zoom_api.add_meeting(
+        TOKEN,
+        UUID,
+        participants,
+        registrants=registrants,
+        start_time=f"{START:%Y-%m-%dT%H:%M:%SZ}",
+        end_time=f"{END:%Y-%m-%dT%H:%M:%SZ}",
+    )
+    payload = zoom_payload("meeting_ended.json")
+    payload["payload"]["object"].update(
+        start_time=f"{START:%Y-%m-%dT%H:%M:%SZ}", end_time=f"{END:%Y-%m-%dT%H:%M:%SZ}"
+    )
+    assert ZoomWebhooks(client).post(payload).status_code == 204
     tick(app, datetime.now(UTC) + timedelta(minutes=1))
     return db.scalar(select(SessionEvent))
 

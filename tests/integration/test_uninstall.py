@@ -1,8 +1,10 @@
-"""Uninstall: tokens revoked, every row of the practice gone at once, the others untouched."""
+"""Uninstall: tokens revoked, the practice purged at once but for the answers still owed to its
+EHR, which are delivered (within 24 hours) before it goes too; the others untouched."""
 
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Table, func, select
@@ -23,10 +25,13 @@ from plugin.core.models import (
     SessionEvent,
     SmsConsent,
 )
-from plugin.install.lifecycle import uninstall
+from plugin.install.lifecycle import DELIVER_WITHIN, purge_uninstalled, uninstall
+from plugin.jobs import tick_step
+from tests.support.backlog import FULL
 from tests.support.data import load_json
 from tests.support.install import ACCOUNTS, begin
 from tests.support.platform_server import zoom_settings
+from tests.support.survey import submit
 from webhooks.zoom import sign as zoom_sign
 
 CLIENTS = load_json("install/clients.json")
@@ -193,6 +198,28 @@ def assert_gone(db, practice_id: str) -> None:
         assert rows == [], f"{name} still holds rows of the uninstalled practice"
 
 
+# What an uninstalled practice keeps until its answers reach the EHR: nothing else.
+OWED = {"practices": 1, "ehr_connections": 1, "ehr_writes": 1, "invitations": 1,
+        "session_events": 1}  # fmt: skip
+
+
+def assert_only_the_owed_answer_left(db, practice_id: str) -> None:
+    """The practice is stripped to the one answer still owed to its EHR, and what it needs."""
+    left = {name: len(rows) for name, rows in rows_of(db, practice_id).items() if rows}
+    assert left == OWED
+    practice = db.get(Practice, practice_id)
+    assert (practice.status, practice.platform_token) == ("uninstalled", None)
+    # The account is free for a clean reinstall; its webhooks find nothing.
+    assert practice.account_id == f"uninstalled:{practice_id}"
+    invitation = db.scalar(select(Invitation).where(Invitation.practice_id == practice_id))
+    assert invitation.status == "answered"
+    assert (invitation.contact, invitation.token, invitation.token_hash) == (None, None, None)
+    event = db.scalar(select(SessionEvent).where(SessionEvent.practice_id == practice_id))
+    assert event.contact is None
+    write = db.scalar(select(EhrWrite).where(EhrWrite.practice_id == practice_id))
+    assert (write.status, write.bundle is not None) == ("pending", True)
+
+
 def assert_no_phi(db, practice_id: str, zoom_platform) -> None:
     events = db.scalars(select(InstallEvent).where(InstallEvent.practice_id == practice_id)).all()
     text = json.dumps([[e.action, e.detail, e.account_id, e.platform] for e in events])
@@ -215,7 +242,7 @@ def test_uninstall_purges_the_practice_and_leaves_the_other_untouched(
         run_uninstall(app, db, platform="zoom", account_id="zoom-acct-riverside", now=NOW) is True
     )
 
-    assert_gone(db, riverside)
+    assert_only_the_owed_answer_left(db, riverside)
     assert rows_of(db, harbour) == harbour_before
     event = db.scalar(
         select(InstallEvent).where(
@@ -228,8 +255,21 @@ def test_uninstall_purges_the_practice_and_leaves_the_other_untouched(
         "session_events": 3,
         "invitations": 3,
         "invitations_purged": 2,
-        "ehr_writes_dropped": 1,
+        "ehr_writes_owed": 1,
     }
+    assert_no_phi(db, riverside, zoom_platform)
+
+    # The EHR never takes it (no write step runs here): at the deadline it is purged anyway.
+    sessions = app.extensions["db"].sessions
+    assert purge_uninstalled(sessions, NOW + DELIVER_WITHIN - timedelta(seconds=1)) == 0
+    assert purge_uninstalled(sessions, NOW + DELIVER_WITHIN) == 1
+    assert_gone(db, riverside)
+    assert rows_of(db, harbour) == harbour_before
+    purged = db.scalar(select(InstallEvent).where(InstallEvent.action == "purged"))
+    assert (purged.practice_id, purged.detail) == (
+        riverside,
+        {"ehr_writes_delivered": 0, "ehr_writes_dropped": 1},
+    )
     assert_no_phi(db, riverside, zoom_platform)
 
 
@@ -247,7 +287,7 @@ def test_uninstall_purges_even_when_the_platform_cannot_revoke(app, db, two_prac
 
     assert run_uninstall(app, db, platform="zoom", account_id="zoom-acct-riverside", now=NOW)
 
-    assert_gone(db, riverside)
+    assert_only_the_owed_answer_left(db, riverside)
     event = db.scalar(select(InstallEvent).where(InstallEvent.action == "uninstalled"))
     assert event.detail["tokens_revoked"] is False
 
@@ -298,7 +338,7 @@ def test_zoom_app_deauthorized_webhook_uninstalls(app, client, db, two_practices
     )
 
     assert response.status_code == 204
-    assert_gone(db, riverside)
+    assert_only_the_owed_answer_left(db, riverside)
     assert rows_of(db, harbour) == harbour_before
     assert zoom_platform.revocations == [("refresh_token", "alliance-check-zoom")]
     assert_no_phi(db, riverside, zoom_platform)
@@ -325,7 +365,35 @@ def test_standard_app_uninstalled_webhook_uninstalls(app, db, practice, webhooks
     response = webhooks.post(load_json("install/app_uninstalled.json"))
 
     assert response.status_code == 204
-    assert_gone(db, practice_id)
+    assert_only_the_owed_answer_left(db, practice_id)
     event = db.scalar(select(InstallEvent).where(InstallEvent.practice_id == practice_id))
     # Installed by hand, so there was no platform grant to revoke.
     assert (event.action, event.detail["tokens_revoked"]) == ("uninstalled", False)
+
+
+def test_an_answer_submitted_before_uninstall_reaches_the_ehr_after_then_all_is_purged(
+    app, client, db, link, webhooks
+):
+    path, invitation = link
+    practice_id = invitation.practice_id
+    assert submit(client, path, FULL).status_code == 200
+
+    assert webhooks.post(load_json("install/app_uninstalled.json")).status_code == 204
+    # Acknowledged answers are owed to the EHR; the link and the contact are gone already.
+    assert db.scalar(select(EhrWrite).where(EhrWrite.practice_id == practice_id)) is not None
+    assert client.get(path).status_code == 404
+
+    assert tick_step(app, "ehr") == 1
+    written = (Path(app.instance_path) / "ehr" / "QuestionnaireResponse.ndjson").read_text()
+    [response] = [json.loads(line) for line in written.splitlines()]
+    assert response["subject"] == {"reference": "Patient/c1"}
+    # Delivered, so nothing is left to keep: the next tick purges the practice.
+    assert tick_step(app, "uninstalled") == 1
+    assert_gone(db, practice_id)
+    purged = db.scalar(select(InstallEvent).where(InstallEvent.action == "purged"))
+    assert purged.detail == {"ehr_writes_delivered": 1, "ehr_writes_dropped": 0}
+
+
+def test_a_practice_that_owes_nothing_is_purged_at_once(app, db, practice, webhooks):
+    assert webhooks.post(load_json("install/app_uninstalled.json")).status_code == 204
+    assert_gone(db, practice.id)

@@ -106,7 +106,7 @@ def test_unproven_deliveries_are_401_and_change_nothing(client, db, zoom_practic
     hooks = ZoomWebhooks(client, secret)
     headers = sign(secret, datetime.now(UTC) + timedelta(minutes=minutes), body)
     if case == "tampered":
-        body = body.replace(b"2026-03-02T14:50:30Z", b"2026-03-02T14:55:30Z")
+        body = body.replace(b"85417329902", b"85417329903")
     response = hooks.post(body, headers=headers)
     assert response.status_code == 401
     assert response.mimetype == "application/problem+json"
@@ -233,7 +233,7 @@ def test_no_single_patient_means_unmatched_no_invitation_and_listed_for_the_admi
         event.id,
         "zoom",
         ACCOUNT,
-        "2026-03-02 14:50:30Z",
+        event.ended_at.strftime("%Y-%m-%d %H:%M:%SZ"),
         "unmatched",
         f"{reason}\n",
     ]

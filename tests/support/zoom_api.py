@@ -22,13 +22,13 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 from werkzeug import Request, Response
 
 from plugin.core.models import Practice
-from tests.support.data import DATA
+from tests.support.data import DATA, recent_end
 from webhooks import zoom
 
 ZOOM_SECRETS = json.loads((DATA / "zoom" / "secrets.json").read_text())
@@ -42,8 +42,16 @@ HOST_EMAIL = "therapist@riverside.example"
 
 
 def zoom_payload(name: str, **changes) -> dict:
-    """Read a Zoom payload from tests/data/zoom; account_id/uuid replace the sample's."""
+    """Read a Zoom payload from tests/data/zoom; account_id/uuid replace the sample's.
+
+    A meeting in it ended recently (recent_end()), as one whose invitation is still due.
+    """
     payload = json.loads((DATA / "zoom" / name).read_text())
+    meeting = payload.get("payload", {}).get("object", {})
+    if "end_time" in meeting:
+        ended = recent_end().replace(microsecond=0)
+        meeting["end_time"] = ended.strftime("%Y-%m-%dT%H:%M:%SZ")
+        meeting["start_time"] = (ended - timedelta(minutes=50)).strftime("%Y-%m-%dT%H:%M:%SZ")
     if "account_id" in changes:
         payload["payload"]["account_id"] = changes["account_id"]
     if "uuid" in changes:

@@ -15,6 +15,7 @@ from plugin.planning.policy import (
     outside_quiet_hours,
     preview,
     reminder_time,
+    send_deadline,
     send_time,
 )
 
@@ -254,6 +255,54 @@ def test_the_gap_is_measured_between_send_times_after_quiet_hours():
     assert later == Decision(True, "first_sessions", _utc(2026, 6, 4, 12, 0))
 
 
+# ---- stale sessions: not asked days late ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("max_hours", "now", "decision"),
+    [
+        # Planned at once: due 10 minutes after the end.
+        (24, NOON + timedelta(minutes=1), Decision(True, "first_sessions", DUE)),
+        (24, NOON + timedelta(hours=24), Decision(True, "first_sessions", DUE)),
+        # A worker outage: planned more than a day after the session ended.
+        (24, NOON + timedelta(hours=24, seconds=1), Decision(False, "stale", None)),
+        (24, NOON + timedelta(days=3), Decision(False, "stale", None)),
+        (72, NOON + timedelta(days=2), Decision(True, "first_sessions", DUE)),
+    ],
+)
+def test_a_session_planned_too_long_after_it_ended_is_stale(max_hours, now, decision):
+    policy = Policy(questionnaire=Q, max_send_delay_hours=max_hours)
+    result = decide(
+        policy,
+        session_number=2,
+        ended_at=NOON,
+        timezone="America/New_York",
+        previous_due_at=None,
+        now=now,
+    )
+    assert result == decision
+
+
+def test_a_schedule_stored_before_the_setting_keeps_working_with_a_days_delay():
+    # The longest delay a schedule allows, stored before max_send_delay_hours existed.
+    policy = Policy.from_dict({"questionnaire": Q, "delay_minutes": 1440})
+    assert policy.max_send_delay_hours == 25
+    assert Policy.from_dict({"questionnaire": Q, "delay_minutes": 600}).max_send_delay_hours == 24
+
+
+def test_waiting_for_quiet_hours_to_end_is_not_lateness():
+    # Ends Mon 20:55 in New York, due Tue 08:00: the day's grace counts from the 08:00 send.
+    ended = _utc(2026, 6, 2, 0, 55)
+    due = send_time(DEFAULT, ended, "America/New_York")
+    assert due == _utc(2026, 6, 2, 12, 0)
+    assert send_deadline(DEFAULT, due) == due + timedelta(hours=24, minutes=-10)
+    kwargs = {"session_number": 1, "ended_at": ended, "timezone": "America/New_York"}
+    on_time = decide(DEFAULT, previous_due_at=None, now=due + timedelta(hours=20), **kwargs)
+    assert on_time == Decision(True, "first_sessions", due)
+    late = decide(DEFAULT, previous_due_at=None, now=due + timedelta(hours=24), **kwargs)
+    assert late == Decision(False, "stale", None)
+
+
 def test_preview_of_daily_sessions_skips_those_within_the_gap():
     policy = Policy(questionnaire=Q, first_sessions=6, then_every=0)
     rows = list(
@@ -336,6 +385,7 @@ def test_to_dict_is_json_safe_and_round_trips():
         "quiet_end": "08:00",
         "reminder_after_hours": 24,
         "expires_after_hours": 72,
+        "max_send_delay_hours": 24,
         "channels": ["email", "sms"],
         "language": "en",
     }
@@ -368,6 +418,12 @@ def test_from_dict_takes_toml_native_times_and_defaults_what_is_missing():
         ({"reminder_after_hours": 72}, "reminder_after_hours (72) must be at least 1 hour"),
         ({"reminder_after_hours": -1}, "reminder_after_hours must be from 0"),
         ({"expires_after_hours": 0}, "expires_after_hours must be from 1 to 336"),
+        ({"max_send_delay_hours": 0}, "max_send_delay_hours must be from 1 to 336"),
+        ({"max_send_delay_hours": 337}, "max_send_delay_hours must be from 1 to 336"),
+        (
+            {"max_send_delay_hours": 2, "delay_minutes": 120},
+            "max_send_delay_hours (2) must be longer than delay_minutes",
+        ),
         ({"channels": []}, "channels must be a non-empty list"),
         ({"channels": "sms"}, "channels must be a non-empty list"),
         ({"channels": ["fax"]}, 'channels: each must be "email" or "sms", not \'fax\''),

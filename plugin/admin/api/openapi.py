@@ -22,6 +22,7 @@ SETTINGS = {
     "quiet_end": CLOCK,
     "reminder_after_hours": {"type": "integer", "minimum": 0, "maximum": 335},
     "expires_after_hours": {"type": "integer", "minimum": 1, "maximum": 336},
+    "max_send_delay_hours": {"type": "integer", "minimum": 1, "maximum": 336},
     "channels": {
         "type": "array",
         "items": {"enum": list(CHANNELS)},

@@ -25,7 +25,7 @@ from plugin.admin.api.errors import (
 from plugin.admin.api.openapi import document
 from plugin.admin.api.tokens import ApiTokenValidator
 from plugin.admin.stats import weekly_counts
-from plugin.core.db import get_session
+from plugin.core.db import get_session, read_only
 from plugin.core.errors import problem
 from plugin.core.models import Practice, SchedulePolicy
 from plugin.install.practices import PracticeInputError
@@ -129,6 +129,7 @@ def _practice_json(practice: Practice) -> dict:
 
 
 @bp.get("/practice")
+@read_only
 def get_practice() -> Response:
     """Return the token's practice: name, time zone, default language, EHR target, status."""
     return jsonify(_practice_json(_practice()))
@@ -168,6 +169,7 @@ def _schedule_json() -> dict:
 
 
 @bp.get("/schedule")
+@read_only
 def get_schedule() -> Response:
     """Return the practice's policy in effect and its version (0: the built-in default)."""
     return jsonify(_schedule_json())
@@ -194,6 +196,7 @@ def patch_schedule() -> Response:
 
 
 @bp.get("/schedule/history")
+@read_only
 def get_schedule_history() -> Response:
     """Return the stored versions of the practice's policy, newest first."""
     rows = history(_session(), g.api_practice_id)
@@ -293,6 +296,7 @@ def _known_ref(practitioner_id: str) -> str | None:
 
 
 @bp.get("/overrides")
+@read_only
 def get_overrides() -> Response:
     """Return the practitioners' overrides in effect."""
     overrides = list_overrides(_session(), g.api_practice_id)
@@ -304,6 +308,7 @@ def _not_found() -> Response:
 
 
 @bp.get("/overrides/<practitioner_id>")
+@read_only
 def get_override(practitioner_id: str) -> Response:
     """Return one practitioner's override: what it changes, and the policy in effect."""
     ref = _known_ref(practitioner_id)
@@ -369,6 +374,7 @@ def _problem_json(found: problem_service.Problem) -> dict:
 
 
 @bp.get("/problems")
+@read_only
 def get_problems() -> Response:
     """Return what needs an admin's hand: failed invitations, unmatched sessions, dead writes."""
     found = problem_service.list_problems(_session(), g.api_practice_id)
@@ -392,6 +398,7 @@ def retry_problem(kind: str, problem_id: str) -> Response:
 
 
 @bp.get("/stats")
+@read_only
 def get_stats() -> Response:
     """Return the practice's counts for each of the last 12 weeks, practice-level only."""
     practice = _practice()
