@@ -159,3 +159,18 @@ def test_a_chunked_body_within_the_limit_is_read_whole(client, db, practice, web
     )
     assert response.status_code == 204
     assert stored(db) == 1
+
+
+def test_a_chunked_form_over_the_limit_is_413_on_the_survey_page_too(client, link):
+    path, invitation = link
+    response = client.post(
+        path,
+        input_stream=io.BytesIO(b"a=" + b"x" * (200 * 1024)),
+        headers={
+            "Transfer-Encoding": "chunked",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+        environ_base={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    assert invitation.status == "sent"
