@@ -5,13 +5,11 @@ token response's `patient` and `encounter` are the launch context; the caller ke
 token sealed on the server and never hands it to the browser.
 """
 
-import requests
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 
-from plugin.ehr.errors import SmartError
+from plugin.ehr.smart import request_token
 
-TIMEOUT = (5, 30)
 # What the therapist's view reads, and only for the patient the EHR has open.
 LAUNCH_SCOPE = (
     "launch openid fhirUser patient/Observation.rs patient/QuestionnaireResponse.rs patient/Flag.rs"
@@ -61,19 +59,10 @@ def exchange_code(
         token_endpoint_auth_method="none",  # noqa: S106 (a method name, not a password)
         code_challenge_method="S256",
     )
-    try:
-        return session.fetch_token(
-            token_endpoint,
-            grant_type="authorization_code",
-            code=code,
-            code_verifier=verifier,
-            timeout=TIMEOUT,
-        )
-    except requests.RequestException as exc:
-        raise SmartError(f"token endpoint unreachable ({type(exc).__name__})") from exc
-    except Exception as exc:
-        # authlib raises OAuthError subclasses carrying the server's error code.
-        code_name = getattr(exc, "error", type(exc).__name__)
-        raise SmartError(f"token request refused: {code_name}") from exc
-    finally:
-        session.close()
+    return request_token(
+        session,
+        token_endpoint,
+        grant_type="authorization_code",
+        code=code,
+        code_verifier=verifier,
+    )

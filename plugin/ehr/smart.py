@@ -148,8 +148,13 @@ def fetch_token(client_id: str, token_endpoint: str, scope: str, signer: Signer)
     method = "private_key_jwt"
     session = OAuth2Session(client_id, signer.key, scope=scope, token_endpoint_auth_method=method)
     session.register_client_auth_method(SmartAssertion(signer))
+    return request_token(session, token_endpoint, grant_type="client_credentials")
+
+
+def request_token(session: OAuth2Session, token_endpoint: str, **params) -> dict:
+    """Ask the token endpoint through this authlib session, turning failures into SmartError."""
     try:
-        return session.fetch_token(token_endpoint, grant_type="client_credentials", timeout=TIMEOUT)
+        return session.fetch_token(token_endpoint, timeout=TIMEOUT, **params)
     except requests.RequestException as exc:
         raise SmartError(f"token endpoint unreachable ({type(exc).__name__})") from exc
     except Exception as exc:

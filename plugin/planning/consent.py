@@ -99,17 +99,8 @@ def record_sms_consent(
         if withdrawn is not None and given_at <= withdrawn:
             return False
         # Grants given after this refusal stand: the client changed their mind since.
-        session.execute(
-            update(SmsConsent)
-            .where(
-                SmsConsent.practice_id == practice_id,
-                SmsConsent.patient_ref == patient_ref,
-                SmsConsent.granted.is_(True),
-                SmsConsent.revoked_at.is_(None),
-                SmsConsent.given_at < given_at,
-            )
-            .values(revoked_at=now, revoked_by="refused")
-            .execution_options(synchronize_session=False)
+        _revoke_grants(
+            session, practice_id, patient_ref, now, "refused", SmsConsent.given_at < given_at
         )
     session.add(
         SmsConsent(
@@ -133,20 +124,28 @@ def record_sms_consent(
 
 def revoke_sms_consent(session: Session, *, practice_id: str, patient_ref: str, now: datetime):
     """Revoke the client's active grants at this practice, as SMS STOP asks; the caller commits."""
-    revoked = session.execute(
+    revoked = _revoke_grants(session, practice_id, patient_ref, now, "sms_stop")
+    session.flush()
+    log.info("sms_consent.revoked", extra={"practice_id": practice_id, "revoked": revoked})
+    return revoked
+
+
+def _revoke_grants(
+    session: Session, practice_id: str, patient_ref: str, now: datetime, by: str, *where
+) -> int:
+    """Revoke the client's active grants at this practice (those matching `where` too)."""
+    return session.execute(
         update(SmsConsent)
         .where(
             SmsConsent.practice_id == practice_id,
             SmsConsent.patient_ref == patient_ref,
             SmsConsent.granted.is_(True),
             SmsConsent.revoked_at.is_(None),
+            *where,
         )
-        .values(revoked_at=now, revoked_by="sms_stop")
+        .values(revoked_at=now, revoked_by=by)
         .execution_options(synchronize_session=False)
     ).rowcount
-    session.flush()
-    log.info("sms_consent.revoked", extra={"practice_id": practice_id, "revoked": revoked})
-    return revoked
 
 
 def consented_channels(

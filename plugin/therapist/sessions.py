@@ -30,19 +30,7 @@ def purge(db: Session, now: datetime) -> None:
 def start(db: Session, practice_id: str, data: dict, now: datetime) -> str:
     """Store a pending launch and return the token for the browser's cookie."""
     purge(db, now)
-    token, digest = new_token()
-    db.add(
-        LaunchSession(
-            id=digest,
-            practice_id=practice_id,
-            status=PENDING,
-            sealed=vault().seal(data),
-            created_at=now,
-            expires_at=now + PENDING_LIFETIME,
-        )
-    )
-    db.commit()
-    return token
+    return _store(db, practice_id, PENDING, data, now, now + PENDING_LIFETIME)
 
 
 def find(
@@ -59,15 +47,22 @@ def find(
 
 def activate(db: Session, practice_id: str, data: dict, lifetime: timedelta, now) -> str:
     """Store the active session under a new token (never the pending one's); return it."""
+    return _store(db, practice_id, ACTIVE, data, now, now + min(lifetime, SESSION_LIFETIME))
+
+
+def _store(
+    db: Session, practice_id: str, status: str, data: dict, now: datetime, expires_at: datetime
+) -> str:
+    """Commit a launch session keyed by a new token's hash, its data sealed; return the token."""
     token, digest = new_token()
     db.add(
         LaunchSession(
             id=digest,
             practice_id=practice_id,
-            status=ACTIVE,
+            status=status,
             sealed=vault().seal(data),
             created_at=now,
-            expires_at=now + min(lifetime, SESSION_LIFETIME),
+            expires_at=expires_at,
         )
     )
     db.commit()
