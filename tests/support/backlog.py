@@ -13,60 +13,12 @@ FULL = {item.link_id: item.options[-1].code for item in INSTRUMENT.choice_items}
 
 
 def queue_writes(session, practice: Practice, vault, count: int) -> None:
-    """Queue `count` answered responses for practice, as the survey page would."""
-    instrument = INSTRUMENT
-    answers, _ = validate_answers(instrument, FULL)
-    scores = score(instrument, answers)
+    """Queue `count` answered responses for practice, as the survey page would; one commit."""
+    answers, _ = validate_answers(INSTRUMENT, FULL)
+    scores = score(INSTRUMENT, answers)
     now = datetime.now(UTC)
     for n in range(count):
-        event = SessionEvent(
-            practice_id=practice.id,
-            platform="standard",
-            event_id=f"e-{n}",
-            session_id=f"s-{n}",
-            started_at=now,
-            ended_at=now,
-            patient_ref="Patient/c1",
-            practitioner_ref="Practitioner/p1",
-            status="planned",
-            next_attempt_at=now,
-            received_at=now,
-        )
-        invitation = Invitation(
-            practice_id=practice.id,
-            session_event=event,
-            status="answered",
-            questionnaire=instrument.canonical,
-            language="en",
-            due_at=now,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        session.add_all([event, invitation])
-        session.flush()
-        bundle = build_transaction(
-            instrument,
-            answers,
-            scores,
-            ResponseContext(
-                response_id=invitation.id,
-                identifier_system="https://example.org/sid/r",
-                patient="Patient/c1",
-                practitioner=None,
-                encounter=None,
-                authored=now,
-                session_ended_at=now,
-            ),
-        )
-        session.add(
-            EhrWrite(
-                practice_id=practice.id,
-                invitation_id=invitation.id,
-                bundle=vault.seal(bundle),
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+        _add_answered(session, practice, vault, n, answers, scores, now, encounter=None)
     session.commit()
 
 
@@ -75,6 +27,18 @@ def queue_session(session, practice: Practice, vault, n: int, form: dict, ended_
     page would after the client submitted `form` (link id -> option code or comment text)."""
     answers, errors = validate_answers(INSTRUMENT, form)
     assert errors == {}
+    scores = score(INSTRUMENT, answers)
+    write = _add_answered(
+        session, practice, vault, n, answers, scores, ended_at, encounter=f"Encounter/e{n}"
+    )
+    session.commit()
+    return write
+
+
+def _add_answered(
+    session, practice: Practice, vault, n: int, answers, scores, ended_at, encounter
+) -> EhrWrite:
+    """Add client c1's session n, its answered invitation and its queued EhrWrite."""
     event = SessionEvent(
         practice_id=practice.id,
         platform="standard",
@@ -103,13 +67,13 @@ def queue_session(session, practice: Practice, vault, n: int, form: dict, ended_
     bundle = build_transaction(
         INSTRUMENT,
         answers,
-        score(INSTRUMENT, answers),
+        scores,
         ResponseContext(
             response_id=invitation.id,
             identifier_system="https://example.org/sid/r",
             patient="Patient/c1",
             practitioner=None,
-            encounter=f"Encounter/e{n}",
+            encounter=encounter,
             authored=ended_at,
             session_ended_at=ended_at,
         ),
@@ -122,7 +86,6 @@ def queue_session(session, practice: Practice, vault, n: int, form: dict, ended_
         created_at=ended_at,
     )
     session.add(write)
-    session.commit()
     return write
 
 
