@@ -204,26 +204,11 @@ def retry(
         raise ProblemNotFound(kind)
     try:
         if kind == "invitation":
-            exists = session.scalar(
-                select(Invitation.id).where(
-                    Invitation.id == problem_id,
-                    Invitation.practice_id == practice_id,
-                    Invitation.status == InvitationStatus.FAILED,
-                )
-            )
-            if exists is None:
-                raise ProblemNotFound(problem_id)
+            _require(session, Invitation, problem_id, practice_id, (InvitationStatus.FAILED,))
             retry_failed_invitation(session, practice_id, problem_id, now)
         elif kind == "session":
-            exists = session.scalar(
-                select(SessionEvent.id).where(
-                    SessionEvent.id == problem_id,
-                    SessionEvent.practice_id == practice_id,
-                    SessionEvent.status.in_((SessionStatus.UNMATCHED, SessionStatus.FAILED)),
-                )
-            )
-            if exists is None:
-                raise ProblemNotFound(problem_id)
+            statuses = (SessionStatus.UNMATCHED, SessionStatus.FAILED)
+            _require(session, SessionEvent, problem_id, practice_id, statuses)
             retry_sessions(session, now, session_ids=[problem_id], practice_id=practice_id)
         else:
             requeue_dead(session, now, write_ids=[problem_id], practice_id=practice_id)
@@ -245,15 +230,7 @@ def link(
     Raises ProblemNotFound for a session that is not this practice's unmatched one, and
     RetryRefused for a reference that is not Patient/ID; nothing changes then.
     """
-    exists = session.scalar(
-        select(SessionEvent.id).where(
-            SessionEvent.id == problem_id,
-            SessionEvent.practice_id == practice_id,
-            SessionEvent.status == SessionStatus.UNMATCHED,
-        )
-    )
-    if exists is None:
-        raise ProblemNotFound(problem_id)
+    _require(session, SessionEvent, problem_id, practice_id, (SessionStatus.UNMATCHED,))
     try:
         link_session(session, now, problem_id, patient_ref.strip(), practice_id=practice_id)
     except RetryError as exc:
@@ -261,3 +238,14 @@ def link(
         raise RetryRefused(str(exc)) from exc
     audit.record(session, practice_id, actor, "session.linked", now=now, id=problem_id)
     session.commit()
+
+
+def _require(session: Session, model, problem_id: str, practice_id: str, statuses) -> None:
+    """Raise ProblemNotFound unless the row is this practice's, in one of these states."""
+    found = session.scalar(
+        select(model.id).where(
+            model.id == problem_id, model.practice_id == practice_id, model.status.in_(statuses)
+        )
+    )
+    if found is None:
+        raise ProblemNotFound(problem_id)
