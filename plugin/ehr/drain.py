@@ -91,7 +91,9 @@ def _write(write: EhrWrite, writer_for, vault: Vault, settings, now, instruments
     write.done_at = now
     # The EHR is now the record; keep no copy of the answers here.
     write.bundle = None
-    log.info("ehr_write.done", extra={"ehr_write_id": write.id, "path": path, "flag": note})
+    # Not the flag note: whether a client's alliance dropped is for their therapist, and logs
+    # travel further than the database (`ehr-writes show` gives it to the operator).
+    log.info("ehr_write.done", extra={"ehr_write_id": write.id, "path": path})
     return True
 
 

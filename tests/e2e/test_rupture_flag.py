@@ -6,6 +6,7 @@ own read token; nothing about scores is kept here.
 """
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,6 +15,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from plugin.core.logs import JsonFormatter
 from plugin.core.models import EhrConnection, EhrWrite
 from plugin.ehr.keys import current_signer, generate
 from plugin.ehr.smart import fetch_token
@@ -126,7 +128,8 @@ def test_an_ehr_that_refuses_the_read_still_gets_every_response(
     assert f"flag_note        {note}" in shown.output
 
 
-def test_the_ndjson_sink_flags_from_its_own_files(app, db, practice):
+def test_the_ndjson_sink_flags_from_its_own_files(app, db, practice, caplog):
+    caplog.set_level(logging.DEBUG)
     for n in range(1, 6):
         answer(app, db, practice, n)
     sink = Path(app.instance_path).parent / "var" / "ehr"
@@ -137,6 +140,10 @@ def test_the_ndjson_sink_flags_from_its_own_files(app, db, practice):
     [flag] = [json.loads(line) for line in (sink / "Flag.ndjson").read_text().splitlines()]
     assert flag["status"] == "inactive"
     assert "end" in flag["period"]
+    # The signal is the therapist's: no log line says a client's alliance dropped.
+    logged = "\n".join(JsonFormatter().format(record) for record in caplog.records)
+    assert "ehr_write.done" in logged
+    assert "rupture" not in logged and "repair" not in logged
 
 
 def test_an_ehr_that_refuses_the_flag_still_gets_the_response(app, db, practice, connect, ehr):
