@@ -16,6 +16,7 @@ from plugin.core.models import Invitation, InvitationStatus
 from plugin.install.practices import add_practice
 from tests.support.browser import browser  # noqa: F401  (fixture)
 from tests.support.data import WEBHOOK_SECRETS, session_ended
+from tests.support.fhir_server import ehr  # noqa: F401  (fixture)
 from tests.support.invitations import InvitationFactory
 from tests.support.jobs import plan
 from tests.support.oauth_server import oauth_server  # noqa: F401  (fixture)

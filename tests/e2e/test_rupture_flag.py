@@ -20,7 +20,6 @@ from plugin.core.models import EhrConnection, EhrWrite
 from plugin.ehr.keys import current_signer, generate
 from plugin.ehr.smart import fetch_token
 from plugin.jobs import tick_step
-from tests.support import fhir_server
 from tests.support.backlog import every_item, queue_session
 from tests.support.data import load_json
 
@@ -28,13 +27,6 @@ SESSIONS = load_json("ruptures/flag-sessions.json")["sessions"]
 START = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 FLAG_SCOPES = "system/Observation.rs system/Flag.cu"
 WRITE_SCOPES = "system/QuestionnaireResponse.c system/Observation.c"
-
-
-@pytest.fixture(scope="module")
-def ehr(oauth_server):
-    """A strict FHIR server that takes transactions and checks every token's scopes."""
-    with fhir_server.running(*fhir_server.trusting(oauth_server), "--enforce-scopes") as server:
-        yield server
 
 
 @pytest.fixture

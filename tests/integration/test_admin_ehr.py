@@ -10,7 +10,6 @@ from sqlalchemy import select
 
 from plugin.core.models import AuditEvent, EhrConnection, Practice
 from plugin.ehr.keys import generate
-from tests.support import fhir_server
 from tests.support.console import csrf_token, sign_in
 from tests.support.ehr_desk import WRITE_AND_SEARCH
 from tests.support.platform_server import zoom_settings
@@ -23,13 +22,6 @@ WIZARD = "/console/ehr"
 def config(config, zoom_platform):
     """Make Zoom installable against the test platform server."""
     return {**config, **zoom_settings(zoom_platform)}
-
-
-@pytest.fixture(scope="module")
-def ehr(oauth_server):
-    """A FHIR server that trusts the test authorization server and enforces SMART scopes."""
-    with fhir_server.running(*fhir_server.trusting(oauth_server), "--enforce-scopes") as server:
-        yield server
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from plugin.core.models import Invitation, SessionEvent
 from plugin.jobs import tick
-from tests.support import fhir_server, month
+from tests.support import month
 from tests.support.data import recent_end
 from tests.support.ehr_desk import UUID, WITH_SCHEDULE, Ehr
 from tests.support.schedule import appointment, patient, practitioner
@@ -44,14 +44,6 @@ def attendee(email: str) -> dict:
 def config(config, zoom_api):
     """The test settings, with Zoom's webhook secret and API pointed at the stand-in."""
     return {**config, **zoom_api.config}
-
-
-@pytest.fixture(scope="module")
-def ehr(oauth_server):
-    """A FHIR server that trusts the test OAuth server and enforces SMART scopes."""
-    flags = (*fhir_server.trusting(oauth_server), "--enforce-scopes")
-    with fhir_server.running(*flags) as server:
-        yield server
 
 
 @pytest.fixture

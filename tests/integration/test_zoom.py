@@ -36,14 +36,6 @@ def config(config, zoom_api):
     return {**config, **zoom_api.config}
 
 
-@pytest.fixture(scope="module")
-def ehr(oauth_server):
-    """A FHIR server that trusts the test OAuth server and enforces SMART scopes."""
-    flags = (*fhir_server.trusting(oauth_server), "--enforce-scopes")
-    with fhir_server.running(*flags) as server:
-        yield server
-
-
 @pytest.fixture
 def zoom_hooks(client) -> ZoomWebhooks:
     """Post deliveries signed as Zoom signs them."""

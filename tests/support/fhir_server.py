@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.support import npm
@@ -204,3 +205,13 @@ def running(*flags: str, port: int = 0, timeout: float = START_TIMEOUT) -> Itera
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def ehr(oauth_server):
+    """A FHIR server that trusts the test OAuth server and enforces SMART scopes.
+
+    Modules that need other server flags define their own `ehr`.
+    """
+    with running(*trusting(oauth_server), "--enforce-scopes") as server:
+        yield server
