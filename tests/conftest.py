@@ -15,6 +15,7 @@ from plugin.core.db import Base, make_engine, upgrade
 from plugin.core.models import Invitation, InvitationStatus
 from plugin.install.practices import add_practice
 from tests.support.browser import browser  # noqa: F401  (fixture)
+from tests.support.console import admin  # noqa: F401  (fixture)
 from tests.support.data import WEBHOOK_SECRETS, session_ended
 from tests.support.fhir_server import ehr  # noqa: F401  (fixture)
 from tests.support.invitations import InvitationFactory

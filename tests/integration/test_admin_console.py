@@ -26,13 +26,6 @@ def config(config, zoom_platform):
     return {**config, **zoom_settings(zoom_platform)}
 
 
-@pytest.fixture
-def admin(client, db, zoom_platform):
-    """Sign the Riverside owner in; return (client, their practice)."""
-    sign_in(client, zoom_platform)
-    return client, db.scalar(select(Practice).where(Practice.account_id == "zoom-acct-riverside"))
-
-
 @pytest.mark.parametrize("path", PAGES)
 def test_every_page_renders_for_the_admin_and_needs_sign_in(app, admin, path):
     client, _ = admin

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from plugin.admin.api.tokens import PREFIX, TOKEN_LENGTH, hash_token
-from plugin.core.models import ApiToken, AuditEvent, Practice
+from plugin.core.models import ApiToken, AuditEvent
 from tests.support.api import token_for
 from tests.support.console import csrf_token, sign_in
 from tests.support.platform_server import zoom_settings
@@ -21,13 +21,6 @@ TOKEN_RE = re.compile(re.escape(PREFIX) + r"[A-Za-z0-9_-]{43}")
 def config(config, zoom_platform):
     """Make Zoom installable against the test platform server."""
     return {**config, **zoom_settings(zoom_platform)}
-
-
-@pytest.fixture
-def admin(client, db, zoom_platform):
-    """Sign the Riverside owner in; return (client, their practice)."""
-    sign_in(client, zoom_platform)
-    return client, db.scalar(select(Practice).where(Practice.account_id == "zoom-acct-riverside"))
 
 
 def make(client, name: str = "reporting script", expires_days: str = "", **extra):

@@ -18,13 +18,6 @@ def config(config, zoom_platform):
     return {**config, **zoom_settings(zoom_platform)}
 
 
-@pytest.fixture
-def admin(client, db, zoom_platform):
-    """Sign the Riverside owner in; return (client, their practice)."""
-    sign_in(client, zoom_platform)
-    return client, db.scalar(select(Practice).where(Practice.account_id == "zoom-acct-riverside"))
-
-
 def link(client, event_id: str, patient: str):
     token = csrf_token(client, "/console/problems")
     return client.post(

@@ -3,9 +3,11 @@
 import re
 from datetime import datetime, timedelta
 
+import pytest
 import requests
+from sqlalchemy import select
 
-from plugin.core.models import EhrWrite, Invitation, SessionEvent, WriteStatus
+from plugin.core.models import EhrWrite, Invitation, Practice, SessionEvent, WriteStatus
 from tests.support.install import ACCOUNTS
 
 
@@ -63,3 +65,10 @@ def add_problems(db, practice, now: datetime) -> tuple[SessionEvent, Invitation,
     db.add(write)
     db.commit()
     return event, invitation, write
+
+
+@pytest.fixture
+def admin(client, db, zoom_platform):
+    """Sign the Riverside owner in; return (client, their practice)."""
+    sign_in(client, zoom_platform)
+    return client, db.scalar(select(Practice).where(Practice.account_id == "zoom-acct-riverside"))
