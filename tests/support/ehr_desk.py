@@ -32,12 +32,12 @@ class Ehr:
         oauth.register_client("records", jwks=jwks, scopes=RECORDS)
         self._token = None
 
-    def connect(self, account_id: str) -> str:
-        """Run `ehr connect` for a Zoom practice; return what it printed."""
+    def connect(self, account_id: str, platform: str = "zoom") -> str:
+        """Run `ehr connect` for a practice (a Zoom one by default); return what it printed."""
         result = self.runner.invoke(
             args=[
                 *("ehr", "connect", account_id, self.server.base_url),
-                *("--client-id", "alliance", "--platform", "zoom"),
+                *("--client-id", "alliance", "--platform", platform),
             ]
         )
         assert result.exit_code == 0, result.output
