@@ -287,6 +287,42 @@ class Gunicorn:
         self.stop()
 
 
+class Worker:
+    """One `alliance-check worker` process on the instance, which can be killed and restarted."""
+
+    def __init__(self, instance: Instance, name: str) -> None:
+        """Remember where it runs; start() launches it."""
+        self.instance, self.name = instance, name
+        self.process = None
+
+    def start(self) -> None:
+        """Start the worker, its output appended to <instance>/<name>.log."""
+        with (self.instance.path / f"{self.name}.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "plugin.cli", "worker"],
+                cwd=ROOT,
+                env=self.instance.env(),
+                stdout=log,
+                stderr=log,
+            )
+
+    def kill(self) -> int:
+        """Kill -9 the worker, as a crash would; return its pid."""
+        self.process.kill()
+        self.process.wait(timeout=15)
+        return self.process.pid
+
+    def stop(self) -> None:
+        """Stop it gently (the scheduler finishes its tick)."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+
+
 def cpu_seconds(pids: list[int]) -> float | None:
     """Return user+system CPU seconds the processes used so far; None if one is gone (Linux)."""
     total = 0.0
@@ -322,14 +358,26 @@ def _process_stats() -> Iterator[tuple[int, str]]:
             continue
 
 
-def postgres_cpu_seconds() -> float:
-    """Return CPU seconds used so far by the running PostgreSQL server processes (Linux only)."""
+def postgres_cpu_seconds(database: str | None = None) -> float:
+    """Return CPU seconds used so far by the running PostgreSQL server processes (Linux only).
+
+    With `database`, only the backends serving it (named in their title, "postgres: ... user
+    database host"), so that other work on a shared server is left out.
+    """
     total = 0.0
-    for _pid, stat in _process_stats():
+    for pid, stat in _process_stats():
         command, _, rest = stat.partition(" (")[2].rpartition(")")
-        if command == "postgres":
-            fields = rest.split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if command != "postgres":
+            continue
+        if database is not None:
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if database not in title.split():
+                continue
+        fields = rest.split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 

@@ -32,7 +32,6 @@ import random
 import re
 import secrets
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,11 +48,12 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bench.app import WEBHOOK_PATH
-from bench.delivery import ROOT, client_webhooks, configure, send_at_once
+from bench.delivery import client_webhooks, configure, send_at_once
 from bench.load import Client, Delivery, fixture_account
 from bench.server import (
     Gunicorn,
     Instance,
+    Worker,
     children,
     cpu_seconds,
     free_port,
@@ -138,42 +138,6 @@ class Web:
     def origin(self, n: int) -> str:
         """Return the base URL of instance n (modulo their number)."""
         return self.servers[n % len(self.servers)].base_url
-
-
-class Worker:
-    """One `alliance-check worker` process on the instance, which can be killed and restarted."""
-
-    def __init__(self, instance: Instance, name: str) -> None:
-        """Remember where it runs; start() launches it."""
-        self.instance, self.name = instance, name
-        self.process = None
-
-    def start(self) -> None:
-        """Start the worker, its output appended to <instance>/<name>.log."""
-        with (self.instance.path / f"{self.name}.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "plugin.cli", "worker"],
-                cwd=ROOT,
-                env=self.instance.env(),
-                stdout=log,
-                stderr=log,
-            )
-
-    def kill(self) -> int:
-        """Kill -9 the worker, as a crash would; return its pid."""
-        self.process.kill()
-        self.process.wait(timeout=15)
-        return self.process.pid
-
-    def stop(self) -> None:
-        """Stop it gently (the scheduler finishes its tick)."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
 
 
 def platform(web: Web, deliveries: list[tuple[str, Delivery]], rate: float, tally: Tally):
