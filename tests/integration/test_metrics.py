@@ -68,6 +68,7 @@ def test_webhooks_are_counted_by_platform_and_result(client, webhooks, practice)
     assert webhooks.post(body, headers=forged).status_code == 401
     assert webhooks.post(b"{}").status_code == 400
     assert client.post("/webhooks/acme", data=body).status_code == 404
+    assert webhooks.post(b"{" + b" " * 70_000 + b"}").status_code == 413
     after = scrape(client)
 
     assert webhooks_counted(before, after, "stored") == 1
@@ -75,6 +76,7 @@ def test_webhooks_are_counted_by_platform_and_result(client, webhooks, practice)
     assert webhooks_counted(before, after, "unknown_account") == 1
     assert webhooks_counted(before, after, "bad_signature") == 1
     assert webhooks_counted(before, after, "invalid_payload") == 1
+    assert webhooks_counted(before, after, "too_large") == 1
     assert webhooks_counted(before, after, "unknown_platform", platform=UNKNOWN_PLATFORM) == 1
     assert not any("acme" in str(key) for key in after)
 
