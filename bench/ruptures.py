@@ -51,7 +51,7 @@ class Outcome:
     dropped: bool
     repaired: bool
     start: int
-    end: int  # last session of the drop
+    end: int  # last session of the drop before a repair (a lasting drop stays low after it)
     kinds: dict[int, SignalKind]
 
 
@@ -166,7 +166,11 @@ def summarise(outcomes: Sequence[Outcome], sessions: int) -> Summary:
     drops = [o for o in outcomes if o.dropped and o.drop_band is not None]
 
     def caught(o: Outcome) -> bool:
-        return any(o.kinds.get(t) is SignalKind.RUPTURE for t in range(o.start, o.end + 1))
+        # A drop that is never repaired stays low from its start to the last session, so `end`
+        # says nothing about it: two lasting drops with the same scores must count the same.
+        # Like a two-session drop, it is found when flagged at either of its first two sessions.
+        last = o.end if o.repaired else min(max(o.end, o.start + 1), sessions)
+        return any(o.kinds.get(t) is SignalKind.RUPTURE for t in range(o.start, last + 1))
 
     def repaired(o: Outcome) -> bool:
         return any(o.kinds.get(t) is SignalKind.REPAIR for t in range(o.end + 1, sessions + 1))
