@@ -123,28 +123,28 @@ def detect(
             pool.append(s)
             continue
         if episode is None:
-            own_window = pool[-params.baseline_window :]
-            low, window = [s], own_window
-            drops = _drops(low, _means(window, scales), len(window), scales, params.z)
+            window = pool[-params.baseline_window :]
+            low, against = [s], window
+            drops = _drops(low, against, scales, params.z)
             if not drops and previous is not None:
                 # A drop that lasts two sessions shows in their mean, whose error is smaller
                 # than one session's: judged against the baseline before the first of them.
-                low, window = [previous[0], s], previous[1]
-                drops = _drops(low, _means(window, scales), len(window), scales, params.z)
+                low, against = [previous[0], s], previous[1]
+                drops = _drops(low, against, scales, params.z)
                 if drops:
                     pool.remove(previous[0])
             previous = None
             if drops:
                 # Rupture sessions stay out of the baseline, so one bad session does not
                 # lower the bar the repair is judged against.
-                baseline = _means(window, scales)
+                baseline = _means(against, scales)
                 episode = _Episode(s.n, {c: baseline[c] for c, _ in drops})
                 episode.lows = {c: min(_score(x, c) for x in low) for c, _ in drops}
                 reason = "; ".join(text for _, text in drops)
                 signals.append(Signal(s.n, SignalKind.RUPTURE, _with_context(reason, s)))
             else:
                 pool.append(s)
-                previous = (s, own_window)
+                previous = (s, window)
             continue
         reason = _repair(s, episode, scales, params.repair_z)
         if reason:
@@ -230,12 +230,9 @@ def _means(pool: Sequence[Session], scales: Mapping[str, Scale]) -> dict[str, fl
 
 
 def _drops(
-    low: Sequence[Session],
-    baseline: Mapping[str, float],
-    k: int,
-    scales: Mapping[str, Scale],
-    z: float,
+    low: Sequence[Session], against: Sequence[Session], scales: Mapping[str, Scale], z: float
 ) -> list[tuple[str, str]]:
+    baseline, k = _means(against, scales), len(against)
     found = []
     for code, scale in scales.items():
         # A subscale counts on its own: a bond drop matters even when goals and tasks
