@@ -214,6 +214,7 @@ def check_connection(
     check.flags = _check_flags(check, session, facts, client_id, vault)
     if getattr(ADAPTERS.get(practice.platform), "meeting_facts", None):
         check.flags.update(_check_schedule(check, session, facts, client_id, vault))
+    check.flags.update(_check_consent(check, session, facts, client_id, vault))
     what = (
         "the response and its scores"
         if facts.questionnaire_response_create
@@ -288,6 +289,31 @@ def _check_schedule(
     return {"appointment_search": granted}
 
 
+def _check_consent(
+    check: Check, session: Session, facts: ServerFacts, client_id: str, vault: Vault
+) -> dict[str, bool]:
+    """Find out whether clients' consent to texts can be read from the EHR's Consents.
+
+    Not required: without it a client is texted only when their consent reaches us another
+    way (the platform's webhook, or their texting START).
+    """
+    scope = search_scope("Consent", facts.smart_v2)
+    step = Step("Consent to texts from the EHR")
+    if not facts.consent_offered:
+        step.found.append("sms consent      Consent search not offered by the server")
+        granted = False
+    else:
+        granted = _granted(session, facts, client_id, scope, vault)
+        step.found.append(f"sms consent      {scope} {'granted' if granted else 'not granted'}")
+    if not granted:
+        step.found.append(
+            "sms consent      off: clients are texted only with consent from the platform or "
+            "START; ask the EHR's administrator to grant the read to use the EHR's Consents"
+        )
+    check.steps.append(step)
+    return {"consent_search": granted}
+
+
 def save_connection(
     session: Session,
     practice: Practice,
@@ -295,16 +321,23 @@ def save_connection(
     client_id: str,
     check: Check,
     now: datetime,
+    sms_consent_codes: list[str] | None = None,
 ) -> EhrConnection:
-    """Store a checked connection and point the practice's writes at it; the caller commits."""
+    """Store a checked connection and point the practice's writes at it; the caller commits.
+
+    The practice's own SMS consent codes (None: keep those it had) stay with the connection.
+    """
     facts = check.facts
     connection = practice.ehr_connection or EhrConnection(practice_id=practice.id)
+    if sms_consent_codes is None:
+        sms_consent_codes = (connection.facts or {}).get("sms_consent_codes")
     connection.fhir_base = fhir_base.rstrip("/")
     connection.client_id = client_id
     connection.token_endpoint = facts.token_endpoint
     connection.facts = {
         **{k: v for k, v in vars(facts).items() if k != "token_endpoint"},
         **check.flags,
+        **({"sms_consent_codes": sms_consent_codes} if sms_consent_codes else {}),
     }
     connection.scope = facts.scope()
     if check.flags.get("flag_write"):
