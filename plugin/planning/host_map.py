@@ -66,9 +66,9 @@ def check_mapping(email: object, practitioner_ref: object) -> tuple[str, str]:
     email = email.strip() if isinstance(email, str) else ""
     ref = practitioner_ref.strip() if isinstance(practitioner_ref, str) else ""
     if len(email) > 254 or not _EMAIL.fullmatch(email):
-        errors["email"] = "give the host's email address as the video platform has it"
+        errors["email"] = "Enter the host's email address as the video platform has it"
     if not PRACTITIONER_REF.fullmatch(ref):
-        errors["practitioner"] = "give the Practitioner as Practitioner/ID, e.g. Practitioner/123"
+        errors["practitioner"] = "Enter the Practitioner as Practitioner/ID, for example Practitioner/123"
     if errors:
         raise HostMapError(errors)
     return email, ref
@@ -120,7 +120,7 @@ def remove_mapping(
 ) -> bool:
     """Remove the mapping of a host's email at this practice, audited; return whether one was."""
     if not isinstance(email, str) or not email.strip():
-        raise HostMapError({"email": "give the host's email address"})
+        raise HostMapError({"email": "Enter the host's email address"})
     row = session.scalar(
         select(HostPractitioner).where(
             HostPractitioner.practice_id == practice_id,

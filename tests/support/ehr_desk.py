@@ -14,7 +14,9 @@ PATIENTS = json.loads((DATA / "zoom" / "patients.json").read_text())
 WRITE_AND_SEARCH = "system/QuestionnaireResponse.c system/Observation.c system/Patient.rs"
 # With the schedule's reads too, so Zoom clients can be found by their Appointments.
 WITH_SCHEDULE = WRITE_AND_SEARCH + " system/Appointment.rs system/Practitioner.rs"
-RECORDS = "system/Patient.c system/Practitioner.c system/Appointment.c"
+# With the Consent read too, so a client's consent to texts is read from the EHR.
+WITH_CONSENT = WITH_SCHEDULE + " system/Consent.rs"
+RECORDS = "system/Patient.c system/Practitioner.c system/Appointment.c system/Consent.c"
 
 
 class Ehr:
@@ -32,12 +34,12 @@ class Ehr:
         oauth.register_client("records", jwks=jwks, scopes=RECORDS)
         self._token = None
 
-    def connect(self, account_id: str) -> str:
-        """Run `ehr connect` for a Zoom practice; return what it printed."""
+    def connect(self, account_id: str, platform: str = "zoom", *options: str) -> str:
+        """Run `ehr connect` for a practice (Zoom's by default); return what it printed."""
         result = self.runner.invoke(
             args=[
                 *("ehr", "connect", account_id, self.server.base_url),
-                *("--client-id", "alliance", "--platform", "zoom"),
+                *("--client-id", "alliance", "--platform", platform, *options),
             ]
         )
         assert result.exit_code == 0, result.output
