@@ -68,7 +68,9 @@ def check_mapping(email: object, practitioner_ref: object) -> tuple[str, str]:
     if len(email) > 254 or not _EMAIL.fullmatch(email):
         errors["email"] = "Enter the host's email address as the video platform has it"
     if not PRACTITIONER_REF.fullmatch(ref):
-        errors["practitioner"] = "Enter the Practitioner as Practitioner/ID, for example Practitioner/123"
+        errors["practitioner"] = (
+            "Enter the Practitioner as Practitioner/ID, for example Practitioner/123"
+        )
     if errors:
         raise HostMapError(errors)
     return email, ref

@@ -117,9 +117,7 @@ def test_a_consent_that_does_not_grant_texts_sends_email_only(
     assert not any(c.granted for c in consents(db))
 
 
-def test_another_patients_consent_is_not_this_clients(
-    app, webhooks, practice, db, desk, client_id
-):
+def test_another_patients_consent_is_not_this_clients(app, webhooks, practice, db, desk, client_id):
     other = desk.post(patient("someone@example.org", "+12025550199"))
     desk.post(consent(other, GIVEN))
 

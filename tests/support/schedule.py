@@ -67,6 +67,7 @@ def appointment(
 
 # FHIR's own code for the SMS contact point: EHR_SMS_CONSENT_CODES' default.
 SMS_CODE = {"system": "http://hl7.org/fhir/contact-point-system", "code": "sms"}
+OPT_IN_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 # A general privacy consent category, carried beside it as EHRs do.
 LOINC_CONSENT = {"system": "http://loinc.org", "code": "59284-0"}
 
@@ -102,8 +103,6 @@ def consent(
         "category": [{"coding": [LOINC_CONSENT, *([code] if code else [])]}],
         "patient": {"reference": f"Patient/{patient_id}"},
         "dateTime": _instant(given),
-        "policyRule": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
-        },
+        "policyRule": {"coding": [{"system": OPT_IN_SYSTEM, "code": "OPTIN"}]},
         "provision": provision,
     }
