@@ -117,6 +117,20 @@ def test_a_consent_that_does_not_grant_texts_sends_email_only(
     assert not any(c.granted for c in consents(db))
 
 
+def test_a_consent_made_inactive_in_the_ehr_stops_counting_at_the_next_session(
+    app, webhooks, practice, db, desk, client_id
+):
+    granted = consent(client_id, GIVEN)
+    consent_id = desk.post(granted)
+    assert "sms" in planned(app, db, webhooks, client_id).channels
+    desk.put(consent_id, {**granted, "status": "inactive"})
+
+    planned(app, db, webhooks, client_id, email="sam@example.org", session_id="s-2")
+
+    [recorded] = consents(db)
+    assert (recorded.ehr_ref, recorded.revoked_by) == (f"Consent/{consent_id}", "ehr")
+
+
 def test_another_patients_consent_is_not_this_clients(app, webhooks, practice, db, desk, client_id):
     other = desk.post(patient("someone@example.org", "+12025550199"))
     desk.post(consent(other, GIVEN))

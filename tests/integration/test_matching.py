@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from plugin.core.models import Invitation, SessionEvent
+from plugin.core.models import Invitation, SessionEvent, SmsConsent
 from plugin.jobs import tick
 from tests.support import month
 from tests.support.data import recent_end
-from tests.support.ehr_desk import UUID, WITH_SCHEDULE, Ehr
-from tests.support.schedule import appointment, patient, practitioner
+from tests.support.ehr_desk import UUID, WITH_CONSENT, WITH_SCHEDULE, Ehr
+from tests.support.schedule import appointment, consent, patient, practitioner
 from tests.support.zoom_api import HOST_EMAIL, ZoomWebhooks, add_zoom_practice, zoom_payload
 
 ACCOUNT = "zoom-acct-A"
@@ -254,6 +254,25 @@ def test_a_host_an_admin_mapped_is_found_without_their_email_in_the_ehr(
     assert (event.patient_ref, event.match_method) == (f"Patient/{pid}", "appointment")
     # The mapping came first: the EHR was not asked who holds the host's email.
     assert not any(m == "GET" and "/Practitioner?" in p for m, p, _ in desk.server.stats()["log"])
+
+
+def test_a_client_found_in_the_schedule_is_texted_on_their_consent_in_the_ehr(
+    app, client, db, runner, zoom_api, ehr, oauth_server
+):
+    # Zoom's webhook carries no consent: the EHR's Consent is how such a client gets texts.
+    desk = Ehr(app, client, db, runner, ehr, oauth_server, scopes=WITH_CONSENT)
+    add_zoom_practice(db, app.extensions["vault"], ACCOUNT, TOKEN)
+    desk.connect(ACCOUNT)
+    host = desk.post(practitioner(HOST_EMAIL))
+    pid = desk.post(patient("kim@example.org", "+12025550143"))
+    desk.post(appointment(host, [pid], START, END))
+    desk.post(consent(pid, END - timedelta(days=60)))
+
+    event = session_of(app, client, db, zoom_api, [HOST, PHONE_ONLY])
+
+    assert (event.patient_ref, event.match_method) == (f"Patient/{pid}", "appointment")
+    assert db.scalar(select(Invitation)).channels == ["email", "sms"]
+    assert db.scalar(select(SmsConsent)).recorded_via == "ehr"
 
 
 def test_a_linked_session_is_planned_for_the_patient_the_admin_named(

@@ -16,7 +16,7 @@ WRITE_AND_SEARCH = "system/QuestionnaireResponse.c system/Observation.c system/P
 WITH_SCHEDULE = WRITE_AND_SEARCH + " system/Appointment.rs system/Practitioner.rs"
 # With the Consent read too, so a client's consent to texts is read from the EHR.
 WITH_CONSENT = WITH_SCHEDULE + " system/Consent.rs"
-RECORDS = "system/Patient.c system/Practitioner.c system/Appointment.c system/Consent.c"
+RECORDS = "system/Patient.c system/Practitioner.c system/Appointment.c system/Consent.cu"
 
 
 class Ehr:
@@ -47,20 +47,33 @@ class Ehr:
 
     def post(self, resource: dict) -> str:
         """Create any resource as the records desk; return its id."""
-        if self._token is None:
-            signer = current_signer(self.db, self.app.extensions["vault"])
-            self._token = fetch_token("records", self.oauth.token_endpoint, RECORDS, signer)
         response = requests.post(
             f"{self.server.base_url}/{resource['resourceType']}",
             json=resource,
             timeout=10,
-            headers={
-                "Authorization": f"Bearer {self._token['access_token']}",
-                "Content-Type": "application/fhir+json",
-            },
+            headers=self._headers(),
         )
         assert response.status_code == 201, response.text
         return response.json()["id"]
+
+    def put(self, resource_id: str, resource: dict) -> None:
+        """Update a resource as the records desk (only Consents: the desk may update those)."""
+        response = requests.put(
+            f"{self.server.base_url}/{resource['resourceType']}/{resource_id}",
+            json={**resource, "id": resource_id},
+            timeout=10,
+            headers=self._headers(),
+        )
+        assert response.status_code == 200, response.text
+
+    def _headers(self) -> dict:
+        if self._token is None:
+            signer = current_signer(self.db, self.app.extensions["vault"])
+            self._token = fetch_token("records", self.oauth.token_endpoint, RECORDS, signer)
+        return {
+            "Authorization": f"Bearer {self._token['access_token']}",
+            "Content-Type": "application/fhir+json",
+        }
 
     def file(self, *names: str) -> dict[str, str]:
         """Create Patients from tests/data/zoom/patients.json; return their ids by name."""
