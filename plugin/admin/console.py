@@ -162,6 +162,8 @@ def _ehr_context(practice) -> dict:
             else None
         ),
         "host_form": {},
+        # What the last host form did (after its redirect): mapped, unchanged or removed.
+        "host_saved": request.args.get("hosts"),
     }
 
 
@@ -187,9 +189,8 @@ def map_host() -> Response:
         context["host_form"] = {"email": email[:254], "practitioner": practitioner[:200]}
         return render_console("admin/ehr.html", status=422, **context)
     db.commit()
-    context["hosts"] = host_map.mappings(db, practice.id, current_app.extensions["vault"])
-    context["host_saved"] = "mapped" if changed else "unchanged"
-    return render_console("admin/ehr.html", **context)
+    # Post/redirect/get: a reload shows the list, and sends nothing again.
+    return redirect(url_for("console.ehr", hosts="mapped" if changed else "unchanged") + "#hosts")
 
 
 @bp.post("/ehr/hosts/<mapping_id>/remove")
@@ -201,9 +202,7 @@ def unmap_host(mapping_id: str) -> Response:
     if not host_map.remove_mapping_by_id(db, practice.id, mapping_id, actor=g.admin):
         abort(404)
     db.commit()
-    context = _ehr_context(practice)
-    context["host_saved"] = "removed"
-    return render_console("admin/ehr.html", **context)
+    return redirect(url_for("console.ehr", hosts="removed") + "#hosts")
 
 
 @bp.route("/ehr", methods=["GET", "POST"])
