@@ -268,24 +268,14 @@ def _check_schedule(
     Not required: without them a session's client is found by its registrants' and attendees'
     emails only, and more sessions stay unmatched.
     """
-    step = Step("Finding clients by the schedule")
-    granted = True
-    for kind in ("Appointment", "Practitioner"):
-        scope = search_scope(kind, facts.smart_v2)
-        if kind not in facts.schedule_search:
-            step.found.append(f"schedule         {kind} search not offered by the server")
-            granted = False
-        elif _granted(session, facts, client_id, scope, vault):
-            step.found.append(f"schedule         {scope} granted")
-        else:
-            step.found.append(f"schedule         {scope} not granted")
-            granted = False
-    if not granted:
-        step.found.append(
-            "schedule         off: clients are found by registrants' and attendees' emails only; "
-            "ask the EHR's administrator to grant both reads to find more"
-        )
-    check.steps.append(step)
+    granted = _check_reads(
+        check, session, facts, client_id, vault,
+        title="Finding clients by the schedule",
+        label="schedule",
+        offered={kind: kind in facts.schedule_search for kind in ("Appointment", "Practitioner")},
+        off="clients are found by registrants' and attendees' emails only; "
+        "ask the EHR's administrator to grant both reads to find more",
+    )  # fmt: skip
     return {"appointment_search": granted}
 
 
@@ -297,21 +287,47 @@ def _check_consent(
     Not required: without it a client is texted only when their consent reaches us another
     way (the platform's webhook, or their texting START).
     """
-    scope = search_scope("Consent", facts.smart_v2)
-    step = Step("Consent to texts from the EHR")
-    if not facts.consent_offered:
-        step.found.append("sms consent      Consent search not offered by the server")
-        granted = False
-    else:
-        granted = _granted(session, facts, client_id, scope, vault)
-        step.found.append(f"sms consent      {scope} {'granted' if granted else 'not granted'}")
-    if not granted:
-        step.found.append(
-            "sms consent      off: clients are texted only with consent from the platform or "
-            "START; ask the EHR's administrator to grant the read to use the EHR's Consents"
-        )
-    check.steps.append(step)
+    granted = _check_reads(
+        check, session, facts, client_id, vault,
+        title="Consent to texts from the EHR",
+        label="sms consent",
+        offered={"Consent": facts.consent_offered},
+        off="clients are texted only with consent from the platform or START; "
+        "ask the EHR's administrator to grant the read to use the EHR's Consents",
+    )  # fmt: skip
     return {"consent_search": granted}
+
+
+def _check_reads(
+    check: Check,
+    session: Session,
+    facts: ServerFacts,
+    client_id: str,
+    vault: Vault,
+    *,
+    title: str,
+    label: str,
+    offered: dict[str, bool],
+    off: str,
+) -> bool:
+    """Ask for each optional read (by type: whether offered), say what was granted in one step."""
+    step = Step(title)
+    prefix = f"{label:<17}"
+    granted = True
+    for kind, is_offered in offered.items():
+        scope = search_scope(kind, facts.smart_v2)
+        if not is_offered:
+            step.found.append(f"{prefix}{kind} search not offered by the server")
+            granted = False
+        elif _granted(session, facts, client_id, scope, vault):
+            step.found.append(f"{prefix}{scope} granted")
+        else:
+            step.found.append(f"{prefix}{scope} not granted")
+            granted = False
+    if not granted:
+        step.found.append(f"{prefix}off: {off}")
+    check.steps.append(step)
+    return granted
 
 
 def save_connection(
