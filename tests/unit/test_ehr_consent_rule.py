@@ -99,5 +99,5 @@ def test_consents_come_oldest_first():
 
 @pytest.mark.parametrize("bad", ["sms", "|sms", "http://x|", 7])
 def test_a_code_must_be_system_bar_code(bad):
-    with pytest.raises(ValueError, match="system|code"):
+    with pytest.raises(ValueError, match=r"system\|code"):
         parse_codes([bad])
