@@ -4,10 +4,11 @@ Zoom's meeting.ended says which meeting ended, not who attended. The planning jo
 order, and stops at the first that names exactly one current Patient:
 
 1. the EHR's schedule ("appointment"): the host's email (Zoom's user record) names the
-   Practitioner, whose Appointments overlapping the meeting name the Patient
+   Practitioner (the one an admin mapped it to, planning.host_map, else the one whose record
+   holds it), whose Appointments overlapping the meeting name the Patient
    (fhir_mappings.appointments; a meeting id or join URL in an Appointment settles a double
    booking). Skipped, with the reason logged, where the EHR did not grant Appointment and
-   Practitioner reads;
+   Practitioner reads, or Zoom no longer knows the host (404);
 2. the meeting's registrants ("registrant"): their emails, looked up as Patients;
 3. the attendees ("email"): their emails, looked up as Patients, as before.
 
@@ -194,7 +195,7 @@ def _by_emails(fhir: PatientSearch, emails: list[str], method: str) -> Matched |
 
 
 def _from_schedule(
-    schedule: "Schedule",
+    schedule: Schedule,
     fhir: PatientSearch,
     event: SessionEvent,
     meeting_id: str | None,
