@@ -230,3 +230,33 @@ def test_stop_wins_over_the_ehrs_consent_until_a_newer_one(
     assert [(c.ehr_ref, c.revoked_at) for c in consents(db)][-1] == (f"Consent/{newer}", None)
     with app.app_context():
         assert has_sms_consent(db, practice.id, f"Patient/{client_id}", phone_digest(PHONE))
+
+
+def test_a_practice_sets_the_code_its_ehr_records_texting_consent_under(
+    app, webhooks, practice, db, desk, client_id
+):
+    own = {"system": "https://ehr.example.org/consent-kinds", "code": "TEXT-OK"}
+    output = desk.connect(
+        practice.account_id, "standard", "--sms-consent-code", f"{own['system']}|{own['code']}"
+    )
+    assert "sms consent      system/Consent.rs granted" in output
+    desk.post(consent(client_id, GIVEN))  # FHIR's sms code: not this practice's
+    own_id = desk.post(consent(client_id, GIVEN, code=own))
+
+    planned(app, db, webhooks, client_id, email="sam@example.org")
+
+    assert [c.ehr_ref for c in consents(db)] == [f"Consent/{own_id}"]
+    # A later connect without the option keeps the practice's code.
+    desk.connect(practice.account_id, "standard")
+    db.refresh(practice.ehr_connection)
+    assert practice.ehr_connection.facts["sms_consent_codes"] == [f"{own['system']}|{own['code']}"]
+
+
+@pytest.mark.parametrize("bad", ["TEXT-OK", "|TEXT-OK", "https://ehr.example.org|"])
+def test_a_malformed_consent_code_is_refused_before_anything_is_asked(runner, practice, bad):
+    result = runner.invoke(
+        args=["ehr", "connect", practice.account_id, "https://ehr.example.org/fhir",
+              "--client-id", "alliance", "--sms-consent-code", bad]
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--sms-consent-code" in result.output and "system|code" in result.output
