@@ -48,8 +48,8 @@ class HostMapping:
     id: str
     # Staff data: repr=False so a logged mapping never carries the address.
     host_email: str = field(repr=False)
-    practitioner_ref: str = ""
-    created_at: datetime | None = None
+    practitioner_ref: str
+    created_at: datetime
 
 
 def host_digest(email: str) -> str:
@@ -135,7 +135,7 @@ def remove_mapping(
 
 
 def remove_mapping_by_id(
-    session: Session, practice_id: str, mapping_id: str, *, actor: str, now=None
+    session: Session, practice_id: str, mapping_id: str, *, actor: str, now: datetime | None = None
 ) -> bool:
     """Remove one of this practice's mappings by its id (another practice's is not found)."""
     row = session.scalar(
@@ -146,7 +146,9 @@ def remove_mapping_by_id(
     return row is not None and _delete(session, practice_id, row, actor, now)
 
 
-def _delete(session: Session, practice_id: str, row: HostPractitioner, actor: str, now) -> bool:
+def _delete(
+    session: Session, practice_id: str, row: HostPractitioner, actor: str, now: datetime | None
+) -> bool:
     session.execute(delete(HostPractitioner).where(HostPractitioner.id == row.id))
     audit.record(
         session,
