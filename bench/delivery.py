@@ -495,16 +495,18 @@ def run_database(label: str, url: str, tmp: Path, smtp: tuple[int, ArrivalRecord
 
 
 def report(figures: list[Figures], args) -> list[str]:
-    """Format both tables."""
-    lines = [
-        f"latency: webhook 204 -> SMTP DATA, delay 0, {args.webhooks} webhooks at "
-        f"{args.rate:g}/s (each a new client)",
-        f"{'database':<11} {'path':<22} {'lost':>5} {'dup':>4} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'max ms':>8} {'p50 ratio':>9} {'busy':>5}",
-    ]
-    for figure in figures:
-        if not figure.latency:
-            continue
+    """Format both tables (the throughput one alone with --throughput-only)."""
+    lines = (
+        []
+        if args.throughput_only
+        else [
+            f"latency: webhook 204 -> SMTP DATA, delay 0, {args.webhooks} webhooks at "
+            f"{args.rate:g}/s (each a new client)",
+            f"{'database':<11} {'path':<22} {'lost':>5} {'dup':>4} {'p50 ms':>8} {'p95 ms':>8} "
+            f"{'max ms':>8} {'p50 ratio':>9} {'busy':>5}",
+        ]
+    )
+    for figure in figures if not args.throughput_only else []:
         base = figure.latency["bare smtplib"].result.percentile(50)
         for path, row in figure.latency.items():
             result = row.result
