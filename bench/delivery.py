@@ -356,18 +356,21 @@ def bare_dispatch(engine, channel: Channel, vault, settings, practice: Practice,
 
 
 class Busy:
-    """Measure the cores the whole machine kept busy while a block ran, this bench included."""
+    """Measure the cores the whole machine kept busy while a block ran, this bench included,
+    and the CPU this process used meanwhile."""
 
     cores = float("nan")
+    cpu = float("nan")
 
     def __enter__(self) -> "Busy":
         """Take the first reading."""
-        self._start = machine_busy_seconds(), time.perf_counter()
+        self._start = machine_busy_seconds(), time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         """Keep the mean over the block (nan where /proc/stat cannot be read)."""
-        busy, wall = self._start
+        busy, wall, cpu = self._start
+        self.cpu = time.process_time() - cpu
         now = machine_busy_seconds()
         if busy is not None and now is not None:
             self.cores = (now - busy) / (time.perf_counter() - wall)
@@ -381,11 +384,18 @@ class Throughput:
     sent: int
     seconds: float
     busy: float = float("nan")
+    # CPU seconds of this process: on a shared machine a steadier figure than the wall clock.
+    cpu: float = float("nan")
 
     @property
     def rate(self) -> float:
         """Return invitations per second."""
         return self.sent / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """Return this process's CPU milliseconds per invitation."""
+        return self.cpu / self.sent * 1e3
 
 
 def measure_throughput(instance: Instance, args) -> tuple[Throughput, Throughput, str]:
@@ -406,7 +416,7 @@ def measure_throughput(instance: Instance, args) -> tuple[Throughput, Throughput
         with Busy() as busy:
             sent = dispatch_due(sessions, channels, vault, replace(settings, batch=count), now)
         dispatched.append(sent)
-        return Throughput("dispatch_due", sent, time.perf_counter() - began, busy.cores)
+        return Throughput("dispatch_due", sent, time.perf_counter() - began, busy.cores, busy.cpu)
 
     with app.app_context():
         dispatch(WARMUP_INVITATIONS, "warm")
@@ -421,7 +431,7 @@ def measure_throughput(instance: Instance, args) -> tuple[Throughput, Throughput
             sent = bare_dispatch(
                 app.extensions["db"].engine, bare_email, vault, settings, practice, now
             )
-        bare = Throughput("bare loop", sent, time.perf_counter() - began, busy.cores)
+        bare = Throughput("bare loop", sent, time.perf_counter() - began, busy.cores, busy.cpu)
         product = dispatch(args.invitations, "product")
         listing = ""
         if args.profile:
@@ -521,13 +531,14 @@ def report(figures: list[Figures], args) -> list[str]:
         "",
         f"throughput: file channel, {args.invitations} due invitations, commit per row",
         f"{'database':<11} {'side':<14} {'sent':>6} {'seconds':>8} {'inv/s':>7} {'ratio':>6} "
-        f"{'busy':>5}",
+        f"{'busy':>5} {'CPU ms':>7} {'CPU ratio':>9}",
     ]
     for figure in figures:
         for side in (figure.bare, figure.product):
             lines.append(
                 f"{figure.database:<11} {side.side:<14} {side.sent:>6} {side.seconds:>8.2f} "
-                f"{side.rate:>7.0f} {side.rate / figure.bare.rate:>6.2f} {side.busy:>5.2f}"
+                f"{side.rate:>7.0f} {side.rate / figure.bare.rate:>6.2f} {side.busy:>5.2f} "
+                f"{side.cpu_ms:>7.2f} {figure.bare.cpu_ms / side.cpu_ms:>9.2f}"
             )
     lines += [
         "",
@@ -537,6 +548,9 @@ def report(figures: list[Figures], args) -> list[str]:
         "ratio  latency: p50 / bare smtplib p50; throughput: rate / bare loop rate",
         "busy   mean cores busy machine-wide meanwhile, this benchmark's own processes included",
         "       (the back-to-back loop and the throughput runs keep about one core busy alone)",
+        "CPU ms this process's CPU per invitation (PostgreSQL's own CPU not included)",
+        "       CPU ratio = bare CPU / this side's CPU: steadier than the wall-clock ratio",
+        "       when other processes share the machine",
     ]
     return lines
 
