@@ -120,15 +120,15 @@ def violation(instance: object, schema_name: str) -> ValidationError | None:
 def is_valid(instance: object, schema_name: str) -> bool:
     """Say whether jsonschema-rs finds the instance valid; False also when it cannot tell.
 
-    This is the fast yes for the valid majority of bodies (about 20 times cheaper than
-    jsonschema, which was a fifth of a webhook's cost: bench/). It checks the same schema with
+    This is the fast yes for the valid majority of bodies: 0.005 ms where jsonschema takes
+    0.2 ms, a large part of a webhook's cost (docs/benchmarks.md). It checks the same schema with
     the same format checks and whole-string patterns, and tests hold the two to the same
     verdicts; any no goes to jsonschema, which has the last word and the error message.
     """
     try:
         return _fast_validator(schema_name).is_valid(instance)
     except (ValueError, OverflowError):
-        # A value it cannot take over from Python (e.g. an integer past 64 bits).
+        # Should it ever fail to take a value over from Python, jsonschema decides.
         return False
 
 
