@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import psycopg
 from sqlalchemy.engine import make_url
 
-from bench.app import BARE_PATH, WEBHOOK_PATH, add_bare_route
+from bench.app import BARE_PATH, INSERT_PATH, WEBHOOK_PATH, add_bare_routes
 from bench.load import Delivery, signed_deliveries
 from bench.server import Instance
 from plugin import create_app
@@ -72,9 +72,9 @@ def _raw_postgres_commit(url: str, n: int) -> Timing:
 
 def breakdown(instance: Instance, n: int = 300) -> list[tuple[str, Timing]]:
     """Time verify, parse, seal, insert+commit and whole requests: (step, (wall, CPU) ms)."""
-    app = add_bare_route(create_app(instance.config()))
-    pool = signed_deliveries(instance.webhook_secret, 3 * (WARMUP + n), tag="parts")
-    batches = [[pool.take() for _ in range(WARMUP + n)] for _ in range(3)]
+    app = add_bare_routes(create_app(instance.config()))
+    pool = signed_deliveries(instance.webhook_secret, 4 * (WARMUP + n), tag="parts")
+    batches = [[pool.take() for _ in range(WARMUP + n)] for _ in range(4)]
     verifier = app.extensions["webhook_verifiers"][standard.PLATFORM]
     steps: list[tuple[str, Timing]] = []
 
@@ -108,7 +108,10 @@ def breakdown(instance: Instance, n: int = 300) -> list[tuple[str, Timing]]:
 
     client = app.test_client()
     steps.append(("whole request, webhook (test client)", _per_op(batches[1], _poster(client))))
-    steps.append(("whole request, bare (test client)", _per_op(batches[2], _bare(client))))
+    steps.append(
+        ("whole request, raw insert (test client)", _per_op(batches[2], _bare(client, INSERT_PATH)))
+    )
+    steps.append(("whole request, bare 204 (test client)", _per_op(batches[3], _bare(client))))
     app.extensions["db"].engine.dispose()
     return steps
 
@@ -148,10 +151,10 @@ def _poster(client) -> Callable[[Delivery], None]:
     return post
 
 
-def _bare(client) -> Callable[[Delivery], None]:
+def _bare(client, path: str = BARE_PATH) -> Callable[[Delivery], None]:
     def post(delivery: Delivery) -> None:
-        response = client.post(BARE_PATH, data=delivery.body, headers=delivery.headers)
+        response = client.post(path, data=delivery.body, headers=delivery.headers)
         if response.status_code != 204:
-            raise RuntimeError(f"bare answered {response.status_code}")
+            raise RuntimeError(f"{path} answered {response.status_code}")
 
     return post

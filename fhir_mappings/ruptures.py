@@ -1,8 +1,9 @@
 """Decide, session by session, whether a client's alliance scores show a rupture or a repair.
 
-The rule compares each session with this client's own running mean and calls a drop a
-rupture only when it is beyond the instrument's measurement error for one score against a
-mean of k, SEM * sqrt(1 + 1/k); repairs use reliable change (Jacobson & Truax 1991).
+The rule compares each session, and the mean of each two consecutive sessions, with this
+client's own running mean and calls a drop a rupture only when it is beyond the instrument's
+measurement error for a mean of m scores against a mean of k, SEM * sqrt(1/m + 1/k); repairs
+use reliable change (Jacobson & Truax 1991).
 docs/ruptures.md gives the reasons and sources. It is a screening aid that points the
 therapist at a session worth talking about, never a diagnosis.
 """
@@ -57,13 +58,14 @@ class Signal:
 class RuleParams:
     """The rule's settings; the defaults are the ones docs/ruptures.md measured."""
 
-    # One-sided z for a drop of one session below the mean of the k sessions in its baseline.
-    # The difference has a standard error of SEM * sqrt(1 + 1/k), not Jacobson & Truax's
-    # SEM * sqrt(2) for two single scores. A stable client gets about 9 baselines x 4 scores
-    # (total and 3 subscales) in 12 sessions, so z is set for that whole family: 2.65 keeps
+    # One-sided z for a drop of one session, or of the mean of two consecutive sessions, below
+    # the mean of the k sessions in its baseline. The difference has a standard error of
+    # SEM * sqrt(1/m + 1/k) for m low sessions, not Jacobson & Truax's SEM * sqrt(2) for two
+    # single scores. A stable client gets about 9 baselines x 4 scores (total and 3
+    # subscales) x 2 tests in 12 sessions, so z is set for that whole family: 2.8 keeps
     # simulated stable clients flagged at most once in 12 sessions under 10%
-    # (bench.ruptures; docs/ruptures.md has the trade-off table).
-    z: float = 2.65
+    # (bench.ruptures; docs/ruptures.md has the trade-off table and the seeds).
+    z: float = 2.8
     # A repair is judged on Jacobson & Truax's reliable change, z * sqrt(2) * SEM, two-sided
     # 95%: back within it of the pre-rupture mean and up by more than it from the low.
     repair_z: float = 1.96
@@ -108,6 +110,9 @@ def detect(
     validate(trajectory_id, sessions, ranges)
     scales = {TOTAL: ranges.total, **ranges.subscales}
     pool: list[Session] = []  # earlier sessions the baseline may use
+    # The session just before this one when it was judged against a baseline and passed, with
+    # that baseline: the first half of a possible two-session drop.
+    previous: tuple[Session, list[Session]] | None = None
     episode: _Episode | None = None
     signals: list[Signal] = []
     for s in sessions:
@@ -119,17 +124,27 @@ def detect(
             continue
         if episode is None:
             window = pool[-params.baseline_window :]
-            baseline = _means(window, scales)
-            drops = _drops(s, baseline, len(window), scales, params.z)
+            low, against = [s], window
+            drops = _drops(low, against, scales, params.z)
+            if not drops and previous is not None:
+                # A drop that lasts two sessions shows in their mean, whose error is smaller
+                # than one session's: judged against the baseline before the first of them.
+                low, against = [previous[0], s], previous[1]
+                drops = _drops(low, against, scales, params.z)
+                if drops:
+                    pool.remove(previous[0])
+            previous = None
             if drops:
                 # Rupture sessions stay out of the baseline, so one bad session does not
                 # lower the bar the repair is judged against.
+                baseline = _means(against, scales)
                 episode = _Episode(s.n, {c: baseline[c] for c, _ in drops})
-                episode.lows = {c: _score(s, c) for c, _ in drops}
+                episode.lows = {c: min(_score(x, c) for x in low) for c, _ in drops}
                 reason = "; ".join(text for _, text in drops)
                 signals.append(Signal(s.n, SignalKind.RUPTURE, _with_context(reason, s)))
             else:
                 pool.append(s)
+                previous = (s, window)
             continue
         reason = _repair(s, episode, scales, params.repair_z)
         if reason:
@@ -215,20 +230,29 @@ def _means(pool: Sequence[Session], scales: Mapping[str, Scale]) -> dict[str, fl
 
 
 def _drops(
-    s: Session, baseline: Mapping[str, float], k: int, scales: Mapping[str, Scale], z: float
+    low: Sequence[Session], against: Sequence[Session], scales: Mapping[str, Scale], z: float
 ) -> list[tuple[str, str]]:
+    baseline, k = _means(against, scales), len(against)
     found = []
     for code, scale in scales.items():
         # A subscale counts on its own: a bond drop matters even when goals and tasks
         # hold the total up (Bordin's three parts can rupture separately).
-        value, mean, needed = _score(s, code), baseline[code], scale.drop_threshold(z, k)
+        values = [_score(s, code) for s in low]
+        value, mean = sum(values) / len(values), baseline[code]
+        needed = scale.drop_threshold(z, k, len(low))
         if mean - value > needed:
+            if len(low) == 1:
+                what, error = f"{code} {_num(value)} is", "measurement error"
+            else:
+                scores = " and ".join(_num(v) for v in values)
+                numbers = " and ".join(str(s.n) for s in low)
+                what = f"{code} {scores} in sessions {numbers} average {_num(value)},"
+                error = "measurement error for two sessions"
             found.append(
                 (
                     code,
-                    f"{code} {_num(value)} is {_num(mean - value)} below this client's running "
-                    f"mean {_num(mean)} of {k} sessions; beyond measurement error needs "
-                    f"{_num(needed)}",
+                    f"{what} {_num(mean - value)} below this client's running mean "
+                    f"{_num(mean)} of {k} sessions; beyond {error} needs {_num(needed)}",
                 )
             )
     return found

@@ -39,15 +39,15 @@ class Scale:
         # Jacobson & Truax (1991): S_diff = sqrt(2) * SEM, a change is reliable past z * S_diff.
         return z * math.sqrt(2) * self.sem
 
-    def drop_threshold(self, z: float, k: int) -> float:
-        """Return how far one score must fall below the mean of k earlier scores to exceed error.
+    def drop_threshold(self, z: float, k: int, m: int = 1) -> float:
+        """Return how far the mean of m new scores must fall below the mean of k earlier ones.
 
-        The new score and the mean each carry measurement error, SEM and SEM / sqrt(k), so their
-        difference has a standard error of SEM * sqrt(1 + 1/k); sqrt(2) is the case k = 1.
+        The two means carry measurement error SEM / sqrt(m) and SEM / sqrt(k), so their
+        difference has a standard error of SEM * sqrt(1/m + 1/k); sqrt(2) is the case k = m = 1.
         """
-        if k < 1:
-            raise ValueError("a baseline needs at least one score")
-        return z * self.sem * math.sqrt(1 + 1 / k)
+        if k < 1 or m < 1:
+            raise ValueError("a baseline and a drop need at least one score each")
+        return z * self.sem * math.sqrt(1 / m + 1 / k)
 
 
 @dataclass(frozen=True)

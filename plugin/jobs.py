@@ -20,6 +20,7 @@ from plugin.ehr.drain import WriteSettings, write_due
 from plugin.ehr.gateway import EhrClients
 from plugin.ehr.keys import load_signer
 from plugin.install.lifecycle import purge_uninstalled
+from plugin.planning.ehr_consent import consent_reader_for
 from plugin.planning.plan import PlanSettings, plan_due
 from plugin.planning.resolution import resolver_for
 
@@ -50,8 +51,16 @@ def _plan(ctx: _Context) -> int:
             ehr_clients=ctx.ehr,
         )
 
+    def consents(practice):
+        return consent_reader_for(practice, ctx.ehr, ctx.config["EHR_SMS_CONSENT_CODES"], ctx.now)
+
     return plan_due(
-        ctx.sessions, ctx.vault, resolvers, PlanSettings.from_config(ctx.config), ctx.now
+        ctx.sessions,
+        ctx.vault,
+        resolvers,
+        PlanSettings.from_config(ctx.config),
+        ctx.now,
+        consents,
     )
 
 

@@ -94,3 +94,11 @@ def test_hsts_is_sent_only_when_served_over_https(config, base_url, expected):
     app = create_app({**config, "PUBLIC_BASE_URL": base_url})
     response = app.test_client().get("/healthz")
     assert response.headers.get("Strict-Transport-Security") == expected
+
+
+@pytest.mark.parametrize("codes", ['["sms"]', '["http://hl7.org/fhir/contact-point-system|"]'])
+def test_sms_consent_codes_that_are_not_system_bar_code_refuse_to_start(config, monkeypatch, codes):
+    monkeypatch.setenv("ALLIANCE_EHR_SMS_CONSENT_CODES", codes)
+    layers = {k: v for k, v in config.items() if k != "EHR_SMS_CONSENT_CODES"}
+    with pytest.raises(ConfigError, match="ALLIANCE_EHR_SMS_CONSENT_CODES"):
+        create_app(layers)

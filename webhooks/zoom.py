@@ -7,8 +7,8 @@ only after a 5xx or a timeout, never after a 4xx, and may send meeting.ended twi
 meeting instance, so the instance's uuid is the session id the store dedupes on.
 
 A meeting.ended does not say who the client was. The worker asks Zoom what it knows, with
-the HTTP call injected: the meeting's numeric id and host (meeting_facts: past meeting details,
-then the host's user record for their email), the meeting's registrants (registrant_emails)
+the HTTP call injected: the meeting's numeric id and host (meeting_facts: past meeting details;
+host_email: the host's user record), the meeting's registrants (registrant_emails)
 and its participants (attendee_emails); plugin.planning.resolution looks these up in the EHR.
 """
 
@@ -17,7 +17,7 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -212,15 +212,14 @@ class MeetingFacts:
 
     # The numeric meeting id (as text): what join URLs and registrations carry.
     meeting_id: str | None
-    # The host's email (PHI of staff, not of a client: still never logged).
-    host_email: str | None = field(repr=False)
+    # The host's Zoom user id, whose user record gives their email (host_email).
+    host_id: str | None
 
 
 def meeting_facts(fetch: Callable[[str, dict], dict], session_id: str) -> MeetingFacts:
-    """Return the meeting's numeric id and its host's email, from Zoom's API.
+    """Return the meeting's numeric id and its host's user id, from Zoom's past meeting details.
 
-    GET /past_meetings/{uuid} gives `id` and `host_id`; GET /users/{host_id} gives the host's
-    `email`. Either may be missing (a deleted user); the caller then skips the schedule.
+    GET /past_meetings/{uuid} gives `id` and `host_id`; either may be missing or malformed.
     """
     details = fetch(meeting_path(session_id), {})
     if not isinstance(details, dict):
@@ -232,11 +231,22 @@ def meeting_facts(fetch: Callable[[str, dict], dict], session_id: str) -> Meetin
         else None
     )
     host_id = details.get("host_id")
-    host_email = None
-    if isinstance(host_id, str) and _USER_ID.fullmatch(host_id):
-        user = fetch(f"/users/{quote(host_id, safe='')}", {})
-        host_email = _valid_email(user.get("email") if isinstance(user, dict) else None)
-    return MeetingFacts(meeting_id=meeting_id, host_email=host_email)
+    return MeetingFacts(
+        meeting_id=meeting_id,
+        host_id=host_id if isinstance(host_id, str) and _USER_ID.fullmatch(host_id) else None,
+    )
+
+
+def host_email(fetch: Callable[[str, dict], dict], host_id: str) -> str | None:
+    """Return the meeting host's email from their Zoom user record (GET /users/{host_id}).
+
+    Zoom answers 404 for a user since deleted or moved to another account; the caller then
+    skips the schedule. The email is staff data, never logged.
+    """
+    if not _USER_ID.fullmatch(host_id):
+        raise ValueError("not a Zoom user id")
+    user = fetch(f"/users/{quote(host_id, safe='')}", {})
+    return _valid_email(user.get("email") if isinstance(user, dict) else None)
 
 
 def registrant_emails(fetch: Callable[[str, dict], dict], meeting_id: str) -> list[str]:

@@ -32,6 +32,8 @@ from plugin.ehr.connect import check_connection, explain, save_connection
 from plugin.ehr.launch import LAUNCH_SCOPE
 from plugin.ehr.smart import SmartError, discover
 from plugin.install.platforms import settings_for
+from plugin.planning import host_map
+from webhooks import ADAPTERS
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 front = Blueprint("front", __name__)
@@ -135,19 +137,16 @@ def _set_launch_client(practice, context: dict) -> Response:
     return render_console("admin/ehr.html", **context)
 
 
-@bp.route("/ehr", methods=["GET", "POST"])
-@admin_required
-def ehr() -> Response:
-    """Walk the admin through connecting their EHR: address, discovery, registration, test."""
-    practice = g.practice
+def _ehr_context(practice) -> dict:
+    """Return what the EHR page shows: the connection, the wizard's fields, the host mappings."""
     connection = practice.ehr_connection
     fhir_base = request.values.get("fhir_base", connection.fhir_base if connection else "")
-    fhir_base = fhir_base.strip()
-    client_id = request.form.get("client_id", connection.client_id if connection else "").strip()
-    context = {
+    client_id = request.form.get("client_id", connection.client_id if connection else "")
+    by_host = getattr(ADAPTERS.get(practice.platform), "meeting_facts", None) is not None
+    return {
         "title": "EHR connection",
-        "fhir_base": fhir_base,
-        "client_id": client_id,
+        "fhir_base": fhir_base.strip(),
+        "client_id": client_id.strip(),
         "jwks_url": _jwks_url(),
         "launch_url": _public_url("/launch"),
         "launch_redirect_uri": _public_url("/launch/callback"),
@@ -156,7 +155,63 @@ def ehr() -> Response:
         "errors": {},
         "facts": None,
         "check": None,
+        # Only platforms whose sessions are tied to the schedule by their host have hosts.
+        "hosts": (
+            host_map.mappings(get_session(), practice.id, current_app.extensions["vault"])
+            if by_host
+            else None
+        ),
+        "host_form": {},
+        # What the last host form did (after its redirect): mapped, unchanged or removed.
+        "host_saved": request.args.get("hosts"),
     }
+
+
+@bp.post("/ehr/hosts")
+@admin_required
+def map_host() -> Response:
+    """Map a video host's email to their Practitioner in the EHR (step 6 of the EHR page)."""
+    practice = g.practice
+    email = request.form.get("host_email", "")
+    practitioner = request.form.get("practitioner_ref", "")
+    context = _ehr_context(practice)
+    if context["hosts"] is None:
+        abort(404)
+    db = get_session()
+    try:
+        changed = host_map.set_mapping(
+            db, practice.id, email, practitioner,
+            actor=g.admin, sealer=current_app.extensions["vault"],
+        )  # fmt: skip
+    except host_map.HostMapError as exc:
+        db.rollback()
+        context["errors"] = {f"host_{field}": message for field, message in exc.errors.items()}
+        context["host_form"] = {"email": email[:254], "practitioner": practitioner[:200]}
+        return render_console("admin/ehr.html", status=422, **context)
+    db.commit()
+    # Post/redirect/get: a reload shows the list, and sends nothing again.
+    return redirect(url_for("console.ehr", hosts="mapped" if changed else "unchanged") + "#hosts")
+
+
+@bp.post("/ehr/hosts/<mapping_id>/remove")
+@admin_required
+def unmap_host(mapping_id: str) -> Response:
+    """Remove one of this practice's host mappings; another practice's is not found (404)."""
+    practice = g.practice
+    db = get_session()
+    if not host_map.remove_mapping_by_id(db, practice.id, mapping_id, actor=g.admin):
+        abort(404)
+    db.commit()
+    return redirect(url_for("console.ehr", hosts="removed") + "#hosts")
+
+
+@bp.route("/ehr", methods=["GET", "POST"])
+@admin_required
+def ehr() -> Response:
+    """Walk the admin through connecting their EHR: address, discovery, registration, test."""
+    practice = g.practice
+    context = _ehr_context(practice)
+    fhir_base, client_id = context["fhir_base"], context["client_id"]
     if request.method == "GET":
         return render_console("admin/ehr.html", **context)
     errors = context["errors"]

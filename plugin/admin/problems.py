@@ -83,7 +83,8 @@ def _invitation_why(error: str | None) -> str:
     if "no consent to texts" in text:
         return (
             "The client could not be emailed, and no consent to texts is on record "
-            "(send it as sms_consent with the session, or the client can text START)."
+            "(send it as sms_consent with the session, record it as a Consent in your EHR, "
+            "or the client can text START)."
         )
     if text.startswith("sms"):
         return "The text message could not be delivered."

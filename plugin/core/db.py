@@ -71,13 +71,16 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
+        # Straight to the driver: through exec_driver_sql, SQLAlchemy's statement machinery
+        # cost a webhook as much as the statement itself (bench/).
+        driver = connection.connection.driver_connection
         if connection.get_execution_options().get(READ_ONLY):
             # A deferred BEGIN takes no lock: in WAL mode a reader reads its snapshot while
             # writers commit, so a page being rendered never holds webhooks up.
-            connection.exec_driver_sql("BEGIN")
+            driver.execute("BEGIN")
             return
         # IMMEDIATE takes the write lock up front, so two writers queue instead of deadlocking.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        driver.execute("BEGIN IMMEDIATE")
 
     return engine
 

@@ -396,6 +396,30 @@ class SmsConsent(Base):
     recorded_via: Mapped[str] = mapped_column(String(16))
     given_at: Mapped[datetime] = mapped_column(UTCDateTime)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # When and how a grant stopped counting: sms_stop, or refused (a later refusal).
+    # When and how a grant stopped counting: sms_stop, refused (a later refusal), or ehr
+    # (the EHR's Consent it came from no longer counts).
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_by: Mapped[str | None] = mapped_column(String(16))
+    # The EHR's Consent a grant recorded via "ehr" came from ("Consent/<id>"); None otherwise.
+    ehr_ref: Mapped[str | None] = mapped_column(String(200))
+
+
+class HostPractitioner(Base):
+    """An admin's mapping from a video host's email to the Practitioner they are in the EHR.
+
+    Used before the EHR's own `Practitioner?email=` search, for hosts whose platform email is
+    not on their Practitioner record. The email is staff data, but kept with care: looked up
+    by a keyed digest and stored only sealed (shown to the practice's admins, never logged).
+    """
+
+    __tablename__ = "host_practitioners"
+    __table_args__ = (UniqueConstraint("practice_id", "host_digest"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    practice_id: Mapped[str] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    # Keyed HMAC-SHA256 of the email, trimmed and case-folded (plugin.planning.host_map).
+    host_digest: Mapped[str] = mapped_column(String(64))
+    # Fernet ciphertext of the email as the admin typed it, for the list they see.
+    host_email: Mapped[bytes] = mapped_column(LargeBinary)
+    practitioner_ref: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

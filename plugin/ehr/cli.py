@@ -8,6 +8,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from fhir_mappings.consent import parse_codes
 from plugin.core.crypto import vault
 from plugin.core.db import database
 from plugin.core.models import EhrWrite, Practice, WriteStatus
@@ -30,11 +31,27 @@ writes_cli = AppGroup("ehr-writes", help="Inspect and retry responses on their w
     help="The client id of our SMART App Launch registration (the therapist's view); "
     "kept from the last connect when left out.",
 )
+@click.option(
+    "--sms-consent-code",
+    "sms_consent_codes",
+    multiple=True,
+    help="A 'system|code' coding this EHR records consent to texts under (repeatable); "
+    "kept from the last connect when left out, else EHR_SMS_CONSENT_CODES.",
+)
 @platform_option
 def connect_command(
-    account_id: str, fhir_base: str, client_id: str, launch_client_id: str | None, platform: str
+    account_id: str,
+    fhir_base: str,
+    client_id: str,
+    launch_client_id: str | None,
+    sms_consent_codes: tuple[str, ...],
+    platform: str,
 ) -> None:
     """Check discovery and a token grant at FHIR_BASE, then write ACCOUNT_ID's responses there."""
+    try:
+        parse_codes(list(sms_consent_codes))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sms-consent-code") from exc
     with database().sessions() as session:
         try:
             practice = find_practice(session, account_id, platform)
@@ -48,7 +65,13 @@ def connect_command(
         if not check.ok:
             raise click.ClickException(check.problem)
         connection = save_connection(
-            session, practice, fhir_base, client_id, check, datetime.now(UTC)
+            session,
+            practice,
+            fhir_base,
+            client_id,
+            check,
+            datetime.now(UTC),
+            list(sms_consent_codes) or None,
         )
         if launch_client_id is not None:
             connection.launch_client_id = launch_client_id.strip() or None

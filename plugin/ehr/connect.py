@@ -214,6 +214,7 @@ def check_connection(
     check.flags = _check_flags(check, session, facts, client_id, vault)
     if getattr(ADAPTERS.get(practice.platform), "meeting_facts", None):
         check.flags.update(_check_schedule(check, session, facts, client_id, vault))
+    check.flags.update(_check_consent(check, session, facts, client_id, vault))
     what = (
         "the response and its scores"
         if facts.questionnaire_response_create
@@ -267,25 +268,66 @@ def _check_schedule(
     Not required: without them a session's client is found by its registrants' and attendees'
     emails only, and more sessions stay unmatched.
     """
-    step = Step("Finding clients by the schedule")
+    granted = _check_reads(
+        check, session, facts, client_id, vault,
+        title="Finding clients by the schedule",
+        label="schedule",
+        offered={kind: kind in facts.schedule_search for kind in ("Appointment", "Practitioner")},
+        off="clients are found by registrants' and attendees' emails only; "
+        "ask the EHR's administrator to grant both reads to find more",
+    )  # fmt: skip
+    return {"appointment_search": granted}
+
+
+def _check_consent(
+    check: Check, session: Session, facts: ServerFacts, client_id: str, vault: Vault
+) -> dict[str, bool]:
+    """Find out whether clients' consent to texts can be read from the EHR's Consents.
+
+    Not required: without it a client is texted only when their consent reaches us another
+    way (the platform's webhook, or their texting START).
+    """
+    granted = _check_reads(
+        check, session, facts, client_id, vault,
+        title="Consent to texts from the EHR",
+        label="sms consent",
+        offered={"Consent": facts.consent_offered},
+        off="clients are texted only with consent from the platform or START; "
+        "ask the EHR's administrator to grant the read to use the EHR's Consents",
+    )  # fmt: skip
+    return {"consent_search": granted}
+
+
+def _check_reads(
+    check: Check,
+    session: Session,
+    facts: ServerFacts,
+    client_id: str,
+    vault: Vault,
+    *,
+    title: str,
+    label: str,
+    offered: dict[str, bool],
+    off: str,
+) -> bool:
+    """Ask for each optional read (by type: whether offered), say what was granted in one step."""
+    step = Step(title)
+    prefix = f"{label:<17}"
     granted = True
-    for kind in ("Appointment", "Practitioner"):
+    for kind, is_offered in offered.items():
         scope = search_scope(kind, facts.smart_v2)
-        if kind not in facts.schedule_search:
-            step.found.append(f"schedule         {kind} search not offered by the server")
+        if not is_offered:
+            step.found.append(f"{prefix}{kind} search not offered by the server")
             granted = False
         elif _granted(session, facts, client_id, scope, vault):
-            step.found.append(f"schedule         {scope} granted")
+            step.found.append(f"{prefix}{scope} granted")
         else:
-            step.found.append(f"schedule         {scope} not granted")
+            step.found.append(f"{prefix}{scope} not granted")
             granted = False
     if not granted:
-        step.found.append(
-            "schedule         off: clients are found by registrants' and attendees' emails only; "
-            "ask the EHR's administrator to grant both reads to find more"
-        )
+        step.found.append(f"{prefix}off: {off}")
     check.steps.append(step)
-    return {"appointment_search": granted}
+    return granted
 
 
 def save_connection(
@@ -295,16 +337,23 @@ def save_connection(
     client_id: str,
     check: Check,
     now: datetime,
+    sms_consent_codes: list[str] | None = None,
 ) -> EhrConnection:
-    """Store a checked connection and point the practice's writes at it; the caller commits."""
+    """Store a checked connection and point the practice's writes at it; the caller commits.
+
+    The practice's own SMS consent codes (None: keep those it had) stay with the connection.
+    """
     facts = check.facts
     connection = practice.ehr_connection or EhrConnection(practice_id=practice.id)
+    if sms_consent_codes is None:
+        sms_consent_codes = (connection.facts or {}).get("sms_consent_codes")
     connection.fhir_base = fhir_base.rstrip("/")
     connection.client_id = client_id
     connection.token_endpoint = facts.token_endpoint
     connection.facts = {
         **{k: v for k, v in vars(facts).items() if k != "token_endpoint"},
         **check.flags,
+        **({"sms_consent_codes": sms_consent_codes} if sms_consent_codes else {}),
     }
     connection.scope = facts.scope()
     if check.flags.get("flag_write"):

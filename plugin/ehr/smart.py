@@ -39,6 +39,9 @@ class ServerFacts:
     # Which of Appointment and Practitioner the server can search: finding a Zoom session's
     # client in the schedule needs both (optional; `ehr connect` sets appointment_search).
     schedule_search: tuple[str, ...] = ()
+    # Whether Consents can be searched, for the client's consent to texts (optional; `ehr
+    # connect` sets consent_search from what was granted).
+    consent_offered: bool = False
 
     def scope(self) -> str:
         """Return the system scopes our writes need, in the server's SMART dialect."""
@@ -121,6 +124,7 @@ def discover(http: requests.Session, fhir_base: str) -> ServerFacts:
         schedule_search=tuple(
             sorted({"Appointment", "Practitioner"} & _offering(capability, "search-type"))
         ),
+        consent_offered="Consent" in _offering(capability, "search-type"),
     )
 
 

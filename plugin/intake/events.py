@@ -1,10 +1,11 @@
 """Turn an acknowledged session-ended event into a durable SessionEvent, ready to plan."""
 
 import enum
+import functools
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Insert, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -23,9 +24,54 @@ class Outcome(enum.Enum):
     UNKNOWN_ACCOUNT = "unknown_account"
 
 
-def _insert(session: Session):
-    dialect = session.get_bind().dialect.name
-    return (postgresql if dialect == "postgresql" else sqlite).insert
+# The columns a webhook fills; the practice's id comes from the SELECT, the rest are bound.
+_COLUMNS = (
+    "id",
+    "practice_id",
+    "platform",
+    "event_id",
+    "session_id",
+    "started_at",
+    "ended_at",
+    "patient_ref",
+    "practitioner_ref",
+    "encounter_ref",
+    "contact",
+    "language",
+    "timezone",
+    "status",
+    "next_attempt_at",
+    "attempts",
+    "received_at",
+)
+
+
+@functools.cache
+def _store_statement(dialect: str) -> Insert:
+    """Build (once per dialect) the one statement that stores an event for a known account.
+
+    INSERT ... SELECT FROM practices finds the practice and stores the row in one round trip,
+    and ON CONFLICT DO NOTHING covers both unique keys (webhook id, and practice+session), so
+    concurrent replays race safely inside the database instead of in Python. Built once with
+    bound parameters, it skips SQLAlchemy's per-call construction and cache-key work, which
+    were most of a webhook's cost (bench/).
+    """
+    events, practices = SessionEvent.__table__, Practice.__table__
+    values = [
+        practices.c.id if name == "practice_id" else bindparam(name, type_=events.c[name].type)
+        for name in _COLUMNS
+    ]
+    source = select(*values).where(
+        practices.c.platform == bindparam("platform"),
+        practices.c.account_id == bindparam("account_id"),
+    )
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert
+    return (
+        insert(events)
+        .from_select(_COLUMNS, source)
+        .on_conflict_do_nothing()
+        .returning(events.c.practice_id)
+    )
 
 
 def _contact(client: ClientContact) -> dict:
@@ -60,46 +106,42 @@ def record_session_ended(
     # Core on the session's connection: the ORM layer adds milliseconds here and nothing else.
     connection = session.connection()
     practice_id = connection.scalar(
-        select(Practice.id).where(
-            Practice.platform == event.platform, Practice.account_id == event.account_id
-        )
+        _store_statement(connection.dialect.name),
+        {
+            "id": event_row_id,
+            "platform": event.platform,
+            "account_id": event.account_id,
+            "event_id": event.event_id,
+            "session_id": event.session_id,
+            "started_at": event.started_at,
+            "ended_at": event.ended_at,
+            "patient_ref": client.reference if client else None,
+            "practitioner_ref": event.practitioner.reference if event.practitioner else None,
+            "encounter_ref": event.encounter.reference if event.encounter else None,
+            "contact": contact,
+            "language": client.language if client else None,
+            "timezone": client.timezone if client else None,
+            "status": SessionStatus.PENDING,
+            "next_attempt_at": now,
+            "attempts": 0,
+            "received_at": now,
+        },
     )
     if practice_id is None:
-        log.info(
-            "webhook.unknown_account",
-            extra={"account_id": event.account_id, "event_id": event.event_id},
+        # Nothing stored: the account is unknown, or this is a replay. Only these rare
+        # deliveries pay for a second query to say which.
+        practice_id = connection.scalar(
+            select(Practice.id).where(
+                Practice.platform == event.platform, Practice.account_id == event.account_id
+            )
         )
-        return Outcome.UNKNOWN_ACCOUNT
-
-    # ON CONFLICT DO NOTHING covers both unique keys (webhook id, and practice+session), so
-    # concurrent replays race safely inside the database instead of in Python. A Core insert,
-    # not an ORM object: the ORM's unit of work was most of this function's cost (bench/).
-    inserted = connection.scalar(
-        _insert(session)(SessionEvent.__table__)
-        .values(
-            id=event_row_id,
-            practice_id=practice_id,
-            platform=event.platform,
-            event_id=event.event_id,
-            session_id=event.session_id,
-            started_at=event.started_at,
-            ended_at=event.ended_at,
-            patient_ref=client.reference if client else None,
-            practitioner_ref=event.practitioner.reference if event.practitioner else None,
-            encounter_ref=event.encounter.reference if event.encounter else None,
-            contact=contact,
-            language=client.language if client else None,
-            timezone=client.timezone if client else None,
-            status=SessionStatus.PENDING,
-            next_attempt_at=now,
-            attempts=0,
-            received_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(SessionEvent.__table__.c.id)
-    )
-    if inserted is None:
         session.rollback()
+        if practice_id is None:
+            log.info(
+                "webhook.unknown_account",
+                extra={"account_id": event.account_id, "event_id": event.event_id},
+            )
+            return Outcome.UNKNOWN_ACCOUNT
         log.info("webhook.duplicate", extra={"practice_id": practice_id})
         return Outcome.DUPLICATE
 

@@ -4,8 +4,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Add the `schedule` commands and `practice set`."""
-    from plugin.planning import practice_settings, schedule_cli
+    """Check the SMS consent codes; add the `schedule`, `practice set` and host map commands."""
+    from plugin.planning import ehr_consent, host_map, practice_settings, schedule_cli
 
-    for part in (schedule_cli, practice_settings):
+    for part in (ehr_consent, schedule_cli, practice_settings, host_map):
         part.init_app(app)

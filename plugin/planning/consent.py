@@ -1,9 +1,11 @@
 """Consent to texts: recorded with where it came from, checked before any SMS, revoked by STOP.
 
 A client may get an SMS from a practice only while a grant of theirs is active there: given
-through the webhook (`client.sms_consent`), or by texting START. A grant is tied to the
-phone number it came with (by its digest, never the number), or to any number of the client
-when none came with it. SMS STOP and a later refusal revoke it; the rows stay as the record.
+through the webhook (`client.sms_consent`), by a FHIR Consent in the practice's EHR
+(plugin.planning.ehr_consent), or by texting START. A grant is tied to the phone number it
+came with (by its digest, never the number), or to any number of the client when none came
+with it (the EHR's). SMS STOP and a later refusal revoke it, as does the EHR's Consent ceasing
+to count; the rows stay as the record.
 """
 
 import logging
@@ -12,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from fhir_mappings.consent import TextingConsent
 from plugin.core.models import SessionEvent, SmsConsent
 from plugin.planning.optouts import phone_digest
 from plugin.planning.policy import CHANNELS as CHANNEL_NAMES
@@ -74,6 +77,7 @@ def record_sms_consent(
     source: str,
     via: str,
     now: datetime,
+    ehr_ref: str | None = None,
 ) -> bool:
     """Record a grant or refusal unless it is older news; return whether anything changed.
 
@@ -112,6 +116,7 @@ def record_sms_consent(
             recorded_via=via,
             given_at=given_at,
             recorded_at=now,
+            ehr_ref=ehr_ref,
         )
     )
     session.flush()
@@ -148,12 +153,54 @@ def _revoke_grants(
     ).rowcount
 
 
+def record_ehr_consents(
+    session: Session,
+    practice_id: str,
+    patient_ref: str,
+    consents: list[TextingConsent],
+    now: datetime,
+) -> None:
+    """Record what the client's Consents in the EHR say; the caller commits.
+
+    `consents` is everything that counts there now (oldest first), so a grant recorded from a
+    Consent that no longer counts (made inactive, expired, deleted) is revoked. A grant older
+    than the client's last STOP stays ignored, as any other: the EHR keeps old forms for ever.
+    """
+    _revoke_grants(
+        session,
+        practice_id,
+        patient_ref,
+        now,
+        "ehr",
+        SmsConsent.recorded_via == "ehr",
+        SmsConsent.ehr_ref.not_in([consent.ref for consent in consents if consent.granted]),
+    )
+    for consent in consents:
+        record_sms_consent(
+            session,
+            practice_id=practice_id,
+            patient_ref=patient_ref,
+            digest=None,
+            granted=consent.granted,
+            given_at=consent.given_at,
+            source="ehr",
+            via="ehr",
+            now=now,
+            ehr_ref=consent.ref,
+        )
+
+
 def consented_channels(
-    session: Session, event: SessionEvent, contact: dict, now: datetime
+    session: Session,
+    event: SessionEvent,
+    contact: dict,
+    now: datetime,
+    from_ehr: list[TextingConsent] | None = None,
 ) -> frozenset[str]:
-    """Record the consent the session's webhook carried; return the channels the client allows.
+    """Record the consent the webhook and the EHR gave; return the channels the client allows.
 
     SMS is among them only while the client has an active consent for the number on record.
+    `from_ehr` is None when the EHR was not read (nothing is recorded or revoked from it).
     """
     digest = phone_digest(contact["phone"]) if contact.get("phone") else None
     given = contact.get("sms_consent")
@@ -169,6 +216,8 @@ def consented_channels(
             via="webhook",
             now=now,
         )
+    if from_ehr is not None and event.patient_ref:
+        record_ehr_consents(session, event.practice_id, event.patient_ref, from_ehr, now)
     if has_sms_consent(session, event.practice_id, event.patient_ref, digest):
         return CHANNELS
     return frozenset(CHANNELS) - {"sms"}

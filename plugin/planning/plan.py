@@ -17,6 +17,7 @@ from plugin.core.i18n import choose_language
 from plugin.core.models import Invitation, Practice, SessionEvent, SessionStatus
 from plugin.core.queue import drain, retry_at
 from plugin.planning.consent import consented_channels
+from plugin.planning.ehr_consent import ConsentReader
 from plugin.planning.optouts import is_opted_out, phone_digest
 from plugin.planning.policy import decide, send_time
 from plugin.planning.resolution import Matched, ResolutionError, Unmatched
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Given a practice and the job's session, return the function that finds a session's client.
 ResolverFor = Callable[[Practice, Session], Callable[[SessionEvent], Matched | Unmatched]]
+# Given a practice, return the function that reads a client's texting Consents from its EHR.
+ConsentsFor = Callable[[Practice], ConsentReader]
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,12 @@ def _close(event: SessionEvent, status: str, reason: str) -> bool:
     return status == SessionStatus.PLANNED
 
 
-def _invite(session: Session, event: SessionEvent, vault: Vault, now: datetime) -> bool:
+def _invite(session: Session, event: SessionEvent, contact: dict, from_ehr, now: datetime) -> bool:
     """Ask the schedule about a session whose client is known; add its Invitation if asked."""
     event.session_number = session_number(
         session, event.practice_id, event.patient_ref, event.ended_at, event.session_id
     )
-    contact = vault.open(event.contact)
-    channels = consented_channels(session, event, contact, now)
+    channels = consented_channels(session, event, contact, now, from_ehr)
     if is_opted_out(session, event.practice_id, event.patient_ref):
         return _close(event, SessionStatus.SKIPPED, "opted_out")
     policy, policy_id, version = current_policy(session, event.practice_id, event.practitioner_ref)
@@ -105,7 +107,12 @@ def _invite(session: Session, event: SessionEvent, vault: Vault, now: datetime) 
 
 
 def _plan(
-    event: SessionEvent, vault: Vault, resolver_for: ResolverFor, settings: PlanSettings, now
+    event: SessionEvent,
+    vault: Vault,
+    resolver_for: ResolverFor,
+    consents_for: ConsentsFor,
+    settings: PlanSettings,
+    now,
 ) -> bool:
     session = object_session(event)
     try:
@@ -119,9 +126,13 @@ def _plan(
             event.patient_ref = found.patient_ref
             event.match_method = found.method
             event.contact = vault.seal({"email": found.email, "phone": found.phone})
+        contact = vault.open(event.contact)
+        # Only a client with a number to text needs the EHR's word on texting; it is read
+        # here, outside the savepoint, like the look-up.
+        from_ehr = consents_for(event.practice)(event.patient_ref) if contact.get("phone") else None
         # A savepoint, so a failure half-way leaves no invitation behind the retry.
         with session.begin_nested():
-            return _invite(session, event, vault, now)
+            return _invite(session, event, contact, from_ehr, now)
     except Exception as exc:
         # Only the reason or the type is kept: an exception's text may quote an address.
         retryable = getattr(exc, "retryable", True)
@@ -145,6 +156,7 @@ def plan_due(
     resolver_for: ResolverFor,
     settings: PlanSettings,
     now: datetime,
+    consents_for: ConsentsFor = lambda _practice: lambda _patient_ref: None,
 ) -> int:
     """Plan every recorded session that is due; return how many got an invitation."""
     return drain(
@@ -152,5 +164,5 @@ def plan_due(
         SessionEvent,
         now,
         settings.batch,
-        lambda event: _plan(event, vault, resolver_for, settings, now),
+        lambda event: _plan(event, vault, resolver_for, consents_for, settings, now),
     )

@@ -4,10 +4,11 @@ Zoom's meeting.ended says which meeting ended, not who attended. The planning jo
 order, and stops at the first that names exactly one current Patient:
 
 1. the EHR's schedule ("appointment"): the host's email (Zoom's user record) names the
-   Practitioner, whose Appointments overlapping the meeting name the Patient
+   Practitioner (the one an admin mapped it to, planning.host_map, else the one whose record
+   holds it), whose Appointments overlapping the meeting name the Patient
    (fhir_mappings.appointments; a meeting id or join URL in an Appointment settles a double
    booking). Skipped, with the reason logged, where the EHR did not grant Appointment and
-   Practitioner reads;
+   Practitioner reads, or Zoom no longer knows the host (404);
 2. the meeting's registrants ("registrant"): their emails, looked up as Patients;
 3. the attendees ("email"): their emails, looked up as Patients, as before.
 
@@ -35,6 +36,7 @@ from plugin.core.models import Practice, SessionEvent
 from plugin.ehr.errors import EhrTargetError, FhirError, NoTokenError
 from plugin.ehr.gateway import EhrClients
 from plugin.install.platform_api import PlatformAuthError, PlatformClient, PlatformError
+from plugin.planning.host_map import practitioner_for
 from webhooks import ADAPTERS
 from webhooks.errors import InvalidPayloadError
 
@@ -105,6 +107,8 @@ class Schedule:
     fhir: PatientSearch | None
     # Why there is no searcher ("schedule_not_granted", "schedule_not_offered"), for the log.
     skipped: str | None = None
+    # The Practitioner reference an admin mapped a host's email to, if any (planning.host_map).
+    mapped: Callable[[str], str | None] = lambda _email: None
 
 
 def resolve_client(
@@ -128,18 +132,30 @@ def resolve_client(
     if getattr(adapter, "meeting_facts", None) is not None:
         facts = _ask_platform(adapter.meeting_facts, platform, event.session_id)
         schedule = schedule or Schedule(None, "schedule_not_connected")
-        if schedule.fhir is None:
+        skipped, host_email = schedule.skipped, None
+        if schedule.fhir is not None and facts.host_id:
+            # A host deleted since (or moved to another account) is a 404 that no retry
+            # mends: the schedule is skipped and the registrants and attendees still tried.
+            host_email = _ask_platform_unless(
+                adapter.host_email, platform, facts.host_id, absent=(404,), default=None
+            )
+            skipped = None if host_email else "host_not_found"
+        if skipped:
             log.info(
                 "client_resolution.schedule_skipped",
-                extra={"session_event_id": event.id, "reason": schedule.skipped},
+                extra={"session_event_id": event.id, "reason": skipped},
             )
-        elif facts.host_email:
-            found = _from_schedule(schedule.fhir, fhir, event, facts)
+        elif host_email:
+            found = _from_schedule(schedule, fhir, event, facts.meeting_id, host_email)
             if isinstance(found, Matched):
                 return _matched(event, found)
             several = several or found
         if facts.meeting_id:
-            emails = _registrants(adapter.registrant_emails, platform, facts.meeting_id)
+            # Zoom answers 400 (code 3000) for a meeting without registration and 404 for a
+            # deleted one: either way there are no registrants, and the attendees are next.
+            emails = _ask_platform_unless(
+                adapter.registrant_emails, platform, facts.meeting_id, absent=(400, 404), default=[]
+            )
             found = _by_emails(fhir, emails, "registrant")
             if isinstance(found, Matched):
                 return _matched(event, found)
@@ -179,22 +195,35 @@ def _by_emails(fhir: PatientSearch, emails: list[str], method: str) -> Matched |
 
 
 def _from_schedule(
-    schedule: PatientSearch, fhir: PatientSearch, event: SessionEvent, facts
+    schedule: Schedule,
+    fhir: PatientSearch,
+    event: SessionEvent,
+    meeting_id: str | None,
+    host_email: str,
 ) -> Matched | bool:
-    """Return the Patient the host's overlapping Appointments name, or whether several did."""
-    practitioners = [
-        practitioner["id"]
-        for practitioner in _search(
-            schedule, "Practitioner", {"email": facts.host_email, "_count": str(SEARCH_COUNT)}
-        )
-        if isinstance(practitioner.get("id"), str)
-        and practitioner.get("active") is not False
-        and _has_email(practitioner, facts.host_email)
-    ]
+    """Return the Patient the host's overlapping Appointments name, or whether several did.
+
+    The host is the Practitioner an admin mapped their email to, else the one whose own
+    record holds that email.
+    """
+    mapped = schedule.mapped(host_email)
+    practitioners = (
+        [mapped.removeprefix("Practitioner/")]
+        if mapped
+        else [
+            practitioner["id"]
+            for practitioner in _search(
+                schedule.fhir, "Practitioner", {"email": host_email, "_count": str(SEARCH_COUNT)}
+            )
+            if isinstance(practitioner.get("id"), str)
+            and practitioner.get("active") is not False
+            and _has_email(practitioner, host_email)
+        ]
+    )
     appointments: list[dict] = []
     for practitioner_id in practitioners:
         appointments += _search(
-            schedule,
+            schedule.fhir,
             "Appointment",
             {
                 "practitioner": f"Practitioner/{practitioner_id}",
@@ -206,7 +235,7 @@ def _from_schedule(
             },
         )
     match = match_schedule(
-        appointments, set(practitioners), event.started_at, event.ended_at, facts.meeting_id
+        appointments, set(practitioners), event.started_at, event.ended_at, meeting_id
     )
     if match.patient_id is None:
         return len(match.patient_ids) > 1
@@ -277,21 +306,21 @@ def _unmatched(event: SessionEvent, reason: str, candidates: int, patients: int)
     return Unmatched(reason)
 
 
-def _registrants(registrant_emails: Callable, platform: Platform, meeting_id: str) -> list[str]:
-    """Return the meeting's registrants' emails; none when it took no registrations."""
+def _ask_platform_unless(
+    ask: Callable, platform: Platform, key: str, *, absent: tuple[int, ...], default
+):
+    """Ask the platform one thing; return default when it answers one of the `absent` codes."""
     try:
-        return _ask_platform(registrant_emails, platform, meeting_id)
+        return _ask_platform(ask, platform, key)
     except ResolutionError as exc:
         cause = exc.__cause__
-        # Zoom answers 400 (code 3000) for a meeting without registration and 404 for a
-        # deleted one: either way there are no registrants, and the attendees are next.
         if (
             isinstance(cause, PlatformError)
             and not isinstance(cause, PlatformAuthError)
             and not cause.retryable
-            and cause.status in (400, 404)
+            and cause.status in absent
         ):
-            return []
+            return default
         raise
 
 
@@ -379,13 +408,19 @@ def patient_search_for(practice: Practice, clients: EhrClients) -> PatientSearch
     return searcher
 
 
-def schedule_search_for(practice: Practice, clients: EhrClients) -> Schedule:
-    """Return the practice's schedule searcher (Appointment, Practitioner), or why there is none."""
+def schedule_search_for(practice: Practice, clients: EhrClients, session: Session) -> Schedule:
+    """Return the practice's schedule searcher (Appointment, Practitioner), or why there is none.
+
+    The practice's own host mappings (read through session) come before the email search.
+    """
     facts = practice.ehr_connection.facts if practice.ehr_connection else {}
     if not facts.get("appointment_search", False):
         # Connections checked before this step existed, or EHRs that did not grant the reads.
         return Schedule(None, "schedule_not_granted")
-    return Schedule(clients.searcher_for(practice, ["Appointment", "Practitioner"]))
+    return Schedule(
+        clients.searcher_for(practice, ["Appointment", "Practitioner"]),
+        mapped=lambda email: practitioner_for(session, practice.id, email),
+    )
 
 
 def resolver_for(
@@ -405,7 +440,7 @@ def resolver_for(
             # Never look one practice's session up with another's token or EHR.
             raise ResolutionError("wrong_practice", retryable=False)
         fhir = patient_search_for(practice, ehr_clients)
-        schedule = schedule_search_for(practice, ehr_clients) if fhir is not None else None
+        schedule = None if fhir is None else schedule_search_for(practice, ehr_clients, session)
         return resolve_client(event, platform=platform, fhir=fhir, schedule=schedule)
 
     return resolve

@@ -31,7 +31,7 @@ _SET_ATTEMPTS = 3
 # The made-up client's sessions end just before the default quiet hours, so the push shows.
 PREVIEW_SESSION_END = time(20, 55)
 # The reference a webhook names a practitioner by (webhooks/schemas/session-ended.schema.json).
-_PRACTITIONER_REF = re.compile(r"Practitioner/[A-Za-z0-9.\-]{1,64}")
+PRACTITIONER_REF = re.compile(r"Practitioner/[A-Za-z0-9.\-]{1,64}")
 
 
 class NoOverrideError(LookupError):
@@ -68,7 +68,7 @@ def default_policy() -> Policy:
 
 def check_practitioner_ref(practitioner_ref: object) -> str:
     """Return the reference if it is Practitioner/<FHIR id>, as webhooks name practitioners."""
-    if not isinstance(practitioner_ref, str) or not _PRACTITIONER_REF.fullmatch(practitioner_ref):
+    if not isinstance(practitioner_ref, str) or not PRACTITIONER_REF.fullmatch(practitioner_ref):
         raise PolicyError(
             "practitioner must be a reference like Practitioner/123 (an id of 1 to 64 of "
             "A-Z a-z 0-9 - .), as the platform's webhooks name practitioners",

@@ -90,6 +90,11 @@ def test_a_registered_client_connects_the_practice_with_an_audit_line(
     assert db.get(Practice, practice.id).ehr_target == ehr.base_url
     # Flags need Observation reads and Flag writes, which this registration does not grant.
     assert "rupture flags    off" in text(response)
+    # Nor the Consent read: the wizard says texts then need consent from elsewhere.
+    assert "sms consent      system/Consent.rs not granted" in text(response)
+    assert "sms consent      off: clients are texted only with consent from the platform" in (
+        text(response)
+    )
     event = db.scalar(select(AuditEvent).where(AuditEvent.action == "ehr.connected"))
     assert event.actor.startswith("admin:") and event.detail == {"client_id": "alliance"}
 

@@ -302,4 +302,6 @@ def test_every_system_scope_the_ehr_is_asked_for_is_listed_with_its_reason():
     # Resolution (Patient; Appointment and Practitioner for the schedule) and the rupture rule.
     asked |= {search_scope(kind, True) for kind in ("Patient", "Observation")}
     asked |= {search_scope(kind, True) for kind in ("Appointment", "Practitioner")}
+    # The client's consent to texts, read when a session is planned.
+    asked.add(search_scope("Consent", True))
     assert asked == listed

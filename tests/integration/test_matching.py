@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from plugin.core.models import Invitation, SessionEvent
+from plugin.core.models import Invitation, SessionEvent, SmsConsent
 from plugin.jobs import tick
 from tests.support import month
 from tests.support.data import recent_end
-from tests.support.ehr_desk import UUID, WITH_SCHEDULE, Ehr
-from tests.support.schedule import appointment, patient, practitioner
+from tests.support.ehr_desk import UUID, WITH_CONSENT, WITH_SCHEDULE, Ehr
+from tests.support.schedule import appointment, consent, patient, practitioner
 from tests.support.zoom_api import HOST_EMAIL, ZoomWebhooks, add_zoom_practice, zoom_payload
 
 ACCOUNT = "zoom-acct-A"
@@ -62,7 +62,9 @@ def practice(app, db, zoom_api, desk):
     return found
 
 
-def session_of(app, client, db, zoom_api, participants, registrants=None) -> SessionEvent:
+def session_of(
+    app, client, db, zoom_api, participants, registrants=None, **meeting
+) -> SessionEvent:
     """Let Zoom report the sample meeting with these people, post its end, plan it."""
     zoom_api.add_meeting(
         TOKEN,
@@ -71,6 +73,7 @@ def session_of(app, client, db, zoom_api, participants, registrants=None) -> Ses
         registrants=registrants,
         start_time=f"{START:%Y-%m-%dT%H:%M:%SZ}",
         end_time=f"{END:%Y-%m-%dT%H:%M:%SZ}",
+        **meeting,
     )
     payload = zoom_payload("meeting_ended.json")
     payload["payload"]["object"].update(
@@ -198,6 +201,78 @@ def test_an_ehr_without_the_schedule_reads_still_matches_by_email(
     skipped = [r for r in caplog.records if r.getMessage() == "client_resolution.schedule_skipped"]
     assert [r.reason for r in skipped] == ["schedule_not_granted"]
     assert not any(m == "GET" and "Appointment" in p for m, p, _ in ehr.stats()["log"])
+
+
+def test_a_host_zoom_no_longer_knows_skips_the_schedule_without_retrying(
+    app, client, db, zoom_api, practice, desk, caplog
+):
+    # The host's user record is gone (Zoom answers 404, code 1001): no retry can mend that.
+    pid = desk.post(patient("kim@example.org"))
+    desk.post(appointment(desk.host, [pid], START, END))
+
+    with caplog.at_level(logging.INFO, logger="plugin.planning.resolution"):
+        event = session_of(
+            app, client, db, zoom_api, [HOST, attendee("kim@example.org")], host_email=None
+        )
+
+    assert (event.status, event.patient_ref, event.match_method) == (
+        "planned", f"Patient/{pid}", "email"
+    )  # fmt: skip
+    assert (event.attempts, event.last_error) == (0, None)
+    skipped = [r for r in caplog.records if r.getMessage() == "client_resolution.schedule_skipped"]
+    assert [r.reason for r in skipped] == ["host_not_found"]
+    assert any(c.raw_path.startswith("/v2/users/") for c in zoom_api.api_calls())
+    assert not any(m == "GET" and "/Practitioner?" in p for m, p, _ in desk.server.stats()["log"])
+
+
+def test_zoom_failing_on_the_host_is_still_retried(app, client, db, zoom_api, practice, desk):
+    # Only a 404 means "no such host": Zoom being down is retried as before.
+    zoom_api.fail_next(1, status=503, path="/v2/users/")
+
+    event = session_of(app, client, db, zoom_api, [HOST, attendee("kim@example.org")])
+
+    assert (event.status, event.last_error, event.attempts) == (
+        "pending", "platform_unavailable", 1
+    )  # fmt: skip
+
+
+def test_a_host_an_admin_mapped_is_found_without_their_email_in_the_ehr(
+    app, client, db, runner, zoom_api, practice, desk
+):
+    # The therapist's Practitioner record holds another address than their Zoom account.
+    host = desk.post(practitioner("a.quinn@ehr-only.example"))
+    pid = desk.post(patient("kim@example.org", "+12025550143"))
+    desk.post(appointment(host, [pid], START, END))
+    result = runner.invoke(
+        args=["practice", "map-host", ACCOUNT, HOST_EMAIL.upper(), f"Practitioner/{host}",
+              "--platform", "zoom"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    event = session_of(app, client, db, zoom_api, [HOST, PHONE_ONLY])
+
+    assert (event.patient_ref, event.match_method) == (f"Patient/{pid}", "appointment")
+    # The mapping came first: the EHR was not asked who holds the host's email.
+    assert not any(m == "GET" and "/Practitioner?" in p for m, p, _ in desk.server.stats()["log"])
+
+
+def test_a_client_found_in_the_schedule_is_texted_on_their_consent_in_the_ehr(
+    app, client, db, runner, zoom_api, ehr, oauth_server
+):
+    # Zoom's webhook carries no consent: the EHR's Consent is how such a client gets texts.
+    desk = Ehr(app, client, db, runner, ehr, oauth_server, scopes=WITH_CONSENT)
+    add_zoom_practice(db, app.extensions["vault"], ACCOUNT, TOKEN)
+    desk.connect(ACCOUNT)
+    host = desk.post(practitioner(HOST_EMAIL))
+    pid = desk.post(patient("kim@example.org", "+12025550143"))
+    desk.post(appointment(host, [pid], START, END))
+    desk.post(consent(pid, END - timedelta(days=60)))
+
+    event = session_of(app, client, db, zoom_api, [HOST, PHONE_ONLY])
+
+    assert (event.patient_ref, event.match_method) == (f"Patient/{pid}", "appointment")
+    assert db.scalar(select(Invitation)).channels == ["email", "sms"]
+    assert db.scalar(select(SmsConsent)).recorded_via == "ehr"
 
 
 def test_a_linked_session_is_planned_for_the_patient_the_admin_named(

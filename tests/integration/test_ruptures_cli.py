@@ -12,12 +12,16 @@ def test_check_prints_each_trajectorys_signals(runner):
     result = runner.invoke(args=["ruptures", "check", "--file", str(DATA / "check-input.json")])
     assert result.exit_code == 0, result.output
     results = json.loads(result.output)["results"]
-    assert [r["id"] for r in results] == ["steady", "drop"]
+    assert [r["id"] for r in results] == ["steady", "drop", "two low"]
     assert results[0]["signals"] == []
     [signal] = results[1]["signals"]
     assert (signal["n"], signal["kind"]) == (5, "rupture")
     assert "total 10 is 10 below this client's running mean 20" in signal["reason"]
     assert signal["reason"].endswith("the client left a comment")
+    # Neither 15 alone is beyond error against 20; the two together are, flagged at the second.
+    [signal] = results[2]["signals"]
+    assert (signal["n"], signal["kind"]) == (7, "rupture")
+    assert signal["reason"].startswith("total 15 and 15 in sessions 6 and 7 average 15, 5 below")
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,12 @@ from sqlalchemy import func, select
 from plugin.core.crypto import new_token
 from plugin.core.models import EhrWrite, Invitation, Practice, SessionEvent
 from plugin.jobs import tick
+from plugin.planning.host_map import practitioner_for, set_mapping
 from tests.support import fhir_server
 from tests.support.backlog import FULL
 from tests.support.data import load_json, session_ended
 from tests.support.ehr_desk import PARTICIPANTS, UUID, Ehr
-from tests.support.zoom_api import ZoomWebhooks, add_zoom_practice, zoom_payload
+from tests.support.zoom_api import HOST_EMAIL, ZoomWebhooks, add_zoom_practice, zoom_payload
 
 SHARED_EMAIL = "sam.rivera@example.org"
 
@@ -218,3 +219,16 @@ def test_as_link_shows_and_answers_only_as_invitation(app, client, webhooks, db,
     assert statuses == ["answered", "sent"]
     # The answered link now only says so; it reaches no other invitation.
     assert client.get(path).status_code == 409
+
+
+def test_a_host_mapping_of_b_is_never_used_for_a(app, db):
+    """Resolution asks practitioner_for with its own practice's id (resolver_for binds it)."""
+    zoom_practice = add_zoom_practice(db, app.extensions["vault"], "zoom-A", "token-A")
+    other = add_zoom_practice(db, app.extensions["vault"], "zoom-B", "token-B")
+    with app.test_request_context():
+        vault = app.extensions["vault"]
+        set_mapping(db, other.id, HOST_EMAIL, "Practitioner/b-1", actor="cli", sealer=vault)
+        assert practitioner_for(db, zoom_practice.id, HOST_EMAIL) is None
+        set_mapping(db, zoom_practice.id, HOST_EMAIL, "Practitioner/a-1", actor="cli", sealer=vault)
+        assert practitioner_for(db, zoom_practice.id, HOST_EMAIL) == "Practitioner/a-1"
+        assert practitioner_for(db, other.id, HOST_EMAIL) == "Practitioner/b-1"

@@ -16,6 +16,7 @@ from plugin.core.models import (
     AuditEvent,
     EhrConnection,
     EhrWrite,
+    HostPractitioner,
     InstallEvent,
     Invitation,
     LaunchSession,
@@ -134,6 +135,15 @@ def populate(db, vault, practice: Practice, client: dict) -> None:
             name="reporting",
             token_hash=hash_token(f"{client['link_token']}-api"),
             created_by="cli",
+            created_at=NOW,
+        )
+    )
+    db.add(
+        HostPractitioner(
+            practice_id=practice.id,
+            host_digest=hash_token(f"{client['link_token']}-host"),
+            host_email=vault.seal("host@example.org"),
+            practitioner_ref="Practitioner/p-1",
             created_at=NOW,
         )
     )

@@ -2,12 +2,14 @@
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import sessionmaker
 
 from plugin.core.models import Invitation, SessionEvent
+from plugin.install.practices import add_practice
 from tests.support.data import WEBHOOK_SECRETS, session_ended
 from tests.support.webhooks import Webhooks
 
@@ -125,6 +127,22 @@ def test_unknown_account_is_acknowledged_and_dropped_logged_by_id(webhooks, db, 
     assert count(db, SessionEvent) == 0
     dropped = [r for r in caplog.records if r.getMessage() == "webhook.unknown_account"]
     assert [r.account_id for r in dropped] == ["nobody-here"]
+
+
+def test_an_account_installed_on_another_platform_only_is_unknown_here(app, webhooks, db):
+    # The practice is found by platform and account together: a Zoom account's id arriving
+    # on the Standard Webhooks endpoint belongs to nobody.
+    add_practice(
+        db,
+        account_id="zoom-only",
+        name="Lakeside Therapy",
+        timezone="America/Chicago",
+        ehr_target="ndjson:var/ehr-z",
+        root=Path(app.instance_path).parent,
+        platform="zoom",
+    )
+    assert webhooks.post(session_ended("s-1", account_id="zoom-only")).status_code == 204
+    assert count(db, SessionEvent) == 0
 
 
 def test_unknown_platform_is_404_problem(client):

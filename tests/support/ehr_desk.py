@@ -14,7 +14,9 @@ PATIENTS = json.loads((DATA / "zoom" / "patients.json").read_text())
 WRITE_AND_SEARCH = "system/QuestionnaireResponse.c system/Observation.c system/Patient.rs"
 # With the schedule's reads too, so Zoom clients can be found by their Appointments.
 WITH_SCHEDULE = WRITE_AND_SEARCH + " system/Appointment.rs system/Practitioner.rs"
-RECORDS = "system/Patient.c system/Practitioner.c system/Appointment.c"
+# With the Consent read too, so a client's consent to texts is read from the EHR.
+WITH_CONSENT = WITH_SCHEDULE + " system/Consent.rs"
+RECORDS = "system/Patient.c system/Practitioner.c system/Appointment.c system/Consent.cu"
 
 
 class Ehr:
@@ -32,12 +34,12 @@ class Ehr:
         oauth.register_client("records", jwks=jwks, scopes=RECORDS)
         self._token = None
 
-    def connect(self, account_id: str, platform: str = "zoom") -> str:
-        """Run `ehr connect` for a practice (a Zoom one by default); return what it printed."""
+    def connect(self, account_id: str, platform: str = "zoom", *options: str) -> str:
+        """Run `ehr connect` for a practice (Zoom's by default); return what it printed."""
         result = self.runner.invoke(
             args=[
                 *("ehr", "connect", account_id, self.server.base_url),
-                *("--client-id", "alliance", "--platform", platform),
+                *("--client-id", "alliance", "--platform", platform, *options),
             ]
         )
         assert result.exit_code == 0, result.output
@@ -45,20 +47,33 @@ class Ehr:
 
     def post(self, resource: dict) -> str:
         """Create any resource as the records desk; return its id."""
-        if self._token is None:
-            signer = current_signer(self.db, self.app.extensions["vault"])
-            self._token = fetch_token("records", self.oauth.token_endpoint, RECORDS, signer)
         response = requests.post(
             f"{self.server.base_url}/{resource['resourceType']}",
             json=resource,
             timeout=10,
-            headers={
-                "Authorization": f"Bearer {self._token['access_token']}",
-                "Content-Type": "application/fhir+json",
-            },
+            headers=self._headers(),
         )
         assert response.status_code == 201, response.text
         return response.json()["id"]
+
+    def put(self, resource_id: str, resource: dict) -> None:
+        """Update a resource as the records desk (only Consents: the desk may update those)."""
+        response = requests.put(
+            f"{self.server.base_url}/{resource['resourceType']}/{resource_id}",
+            json={**resource, "id": resource_id},
+            timeout=10,
+            headers=self._headers(),
+        )
+        assert response.status_code == 200, response.text
+
+    def _headers(self) -> dict:
+        if self._token is None:
+            signer = current_signer(self.db, self.app.extensions["vault"])
+            self._token = fetch_token("records", self.oauth.token_endpoint, RECORDS, signer)
+        return {
+            "Authorization": f"Bearer {self._token['access_token']}",
+            "Content-Type": "application/fhir+json",
+        }
 
     def file(self, *names: str) -> dict[str, str]:
         """Create Patients from tests/data/zoom/patients.json; return their ids by name."""

@@ -63,3 +63,46 @@ def appointment(
     elif meeting_id:
         resource["identifier"] = [{"system": ZOOM_MEETING_SYSTEM, "value": meeting_id}]
     return resource
+
+
+# FHIR's own code for the SMS contact point: EHR_SMS_CONSENT_CODES' default.
+SMS_CODE = {"system": "http://hl7.org/fhir/contact-point-system", "code": "sms"}
+OPT_IN_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+# A general privacy consent category, carried beside it as EHRs do.
+LOINC_CONSENT = {"system": "http://loinc.org", "code": "59284-0"}
+
+
+def consent(
+    patient_id: str,
+    given: datetime,
+    *,
+    status: str = "active",
+    kind: str = "permit",
+    code: dict | None = SMS_CODE,
+    period: tuple[datetime | None, datetime | None] | None = None,
+) -> dict:
+    """Return a Consent of one Patient, permitting (or denying) texts when it carries `code`."""
+    provision: dict = {"type": kind}
+    if period:
+        provision["period"] = {
+            key: _instant(moment)
+            for key, moment in zip(("start", "end"), period, strict=True)
+            if moment is not None
+        }
+    return {
+        "resourceType": "Consent",
+        "status": status,
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [LOINC_CONSENT, *([code] if code else [])]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "dateTime": _instant(given),
+        "policyRule": {"coding": [{"system": OPT_IN_SYSTEM, "code": "OPTIN"}]},
+        "provision": provision,
+    }

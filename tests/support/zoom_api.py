@@ -79,7 +79,8 @@ class ZoomApi:
     tokens: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
-    failures: list[int] = field(default_factory=list)
+    # (status, path prefix or None for any call), in the order they are to be answered.
+    failures: list[tuple[int, str | None]] = field(default_factory=list)
     # (token, uuid) -> past meeting details; (token, user id) -> user; (token, id) -> registrants.
     details: dict[tuple[str, str], dict] = field(default_factory=dict)
     users: dict[tuple[str, str], dict] = field(default_factory=dict)
@@ -148,9 +149,9 @@ class ZoomApi:
         """Accept access_token for an account that has no meetings yet."""
         self.tokens.add(access_token)
 
-    def fail_next(self, count: int, status: int = 503) -> None:
-        """Answer the next count API calls with status."""
-        self.failures.extend([status] * count)
+    def fail_next(self, count: int, status: int = 503, path: str | None = None) -> None:
+        """Answer the next count API calls (only those under path, if given) with status."""
+        self.failures.extend([(status, path)] * count)
 
     def api_calls(self) -> list[Call]:
         """Return the API calls made so far (everything under /v2/)."""
@@ -169,9 +170,12 @@ class ZoomApi:
         if raw_path == "/oauth/revoke":
             self.revoked.append(request.form.get("token", ""))
             return Response(json.dumps({"status": "success"}), 200, mimetype="application/json")
-        if self.failures:
-            status = self.failures.pop(0)
-            return _error(status, 0, "Injected failure (test stand-in)")
+        failure = next(
+            (f for f in self.failures if f[1] is None or raw_path.startswith(f[1])), None
+        )
+        if failure is not None:
+            self.failures.remove(failure)
+            return _error(failure[0], 0, "Injected failure (test stand-in)")
         if request.method != "GET":
             return _error(404, 404, "Not found")
         if token not in self.tokens:

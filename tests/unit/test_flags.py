@@ -56,6 +56,30 @@ def test_a_resend_or_a_later_session_already_written_is_not_history():
     assert decide(new, seen, RANGES).note == "rupture flag written"
 
 
+def test_a_drop_over_two_sessions_is_flagged_at_the_second():
+    # 18 -> 13 twice (goal -2, task -2, bond -1): 5 is short of the 5.5 one session needs
+    # against four sessions of 18, and beyond the 4.3 the mean of two sessions needs.
+    first: dict[str, str] = {}
+    for item in INSTRUMENT.choice_items:
+        first.setdefault(item.subscale.code, item.link_id)
+    low = {first["goal"]: "1", first["task"]: "1", first["bond"]: "2"}
+    steady = [response(n, "3") for n in range(1, 5)]
+    fifth = response(5, "3", **low)
+    seen = sessions_from_observations(history(*steady), SYSTEM)
+    assert (
+        decide(read_response(fifth, INSTRUMENT), seen, RANGES).note
+        == "no signal (4 earlier sessions)"
+    )
+    seen = sessions_from_observations(history(*steady, fifth), SYSTEM)
+    decision = decide(read_response(response(6, "3", **low), INSTRUMENT), seen, RANGES)
+    [entry] = decision.entries
+    assert decision.note == "rupture flag written"
+    assert entry["request"]["ifNoneExist"] == f"identifier={SYSTEM}|r6/flag"
+    assert entry["resource"]["code"]["text"].startswith(
+        "Alliance rupture: total 13 and 13 in sessions 5 and 6 average 13, 5 below"
+    )
+
+
 def test_the_repair_updates_the_episodes_flag_by_its_identifier():
     bundles = [response(n, "3") for n in range(1, 5)] + [response(5, "1")]
     new = read_response(response(6, "3"), INSTRUMENT)

@@ -70,13 +70,13 @@ def test_rupture_reason_gives_the_numbers_behind_the_decision(bundled):
     rupture = signals["results"][0]["signals"][0]["reason"]
     assert rupture.startswith(
         "total 12 is 7.5 below this client's running mean 19.5 of 4 sessions; "
-        "beyond measurement error needs 5.2"
+        "beyond measurement error needs 5.5"
     )
     assert (
         "bond 3 is 4 below this client's running mean 7 of 4 sessions; "
-        "beyond measurement error needs 3" in rupture
+        "beyond measurement error needs 3.2" in rupture
     )
-    # Goals fell 2.5 against 3.02 needed: named subscales are only those beyond the threshold.
+    # Goals fell 2.5 against 3.19 needed: named subscales are only those beyond the threshold.
     assert "goal" not in rupture
     assert rupture.endswith("; 1 item at the lowest option; the client left a comment")
 
@@ -94,7 +94,27 @@ def test_a_subscale_rupture_does_not_blame_the_total(bundled):
     signals = check_document(document("bond drop while goals and tasks hold the total up"), bundled)
     assert signals["results"][0]["signals"][0]["reason"] == (
         "bond 3 is 4 below this client's running mean 7 of 4 sessions; "
-        "beyond measurement error needs 3"
+        "beyond measurement error needs 3.2"
+    )
+
+
+def test_a_two_session_drop_is_judged_on_the_mean_of_the_two(bundled):
+    # 15 and 15 against a mean of 20: 5 is short of the 5.5 one session needs, but their mean
+    # has a smaller error (SEM * sqrt(1/2 + 1/4)), and 5 is beyond the 4.3 that needs.
+    [rupture, repair] = check_document(
+        document("two sessions a little low: neither alone beyond error, their mean is"), bundled
+    )["results"][0]["signals"]
+    assert rupture == {
+        "n": 6,
+        "kind": "rupture",
+        "reason": "total 15 and 15 in sessions 5 and 6 average 15, 5 below this client's running "
+        "mean 20 of 4 sessions; beyond measurement error for two sessions needs 4.3; "
+        "the client left a comment",
+    }
+    # The repair is judged against the baseline before the first low session, from their low.
+    assert repair["reason"] == (
+        "total 20 is back within 4.9 of the pre-rupture mean 20, up 5 from its low 15 "
+        "(rupture at session 6)"
     )
 
 
@@ -109,7 +129,7 @@ def test_early_concern_reasons_say_which_test_fired(bundled):
 
 def test_rupture_sessions_stay_out_of_the_next_baseline(bundled):
     # Repaired at 6, then a second drop: 14 is 6 below the mean 20 of sessions 1-4, 6 and 7
-    # (5.05 needed with k = 6); with the 12 in, the mean would be 18.9 and the drop too small.
+    # (5.33 needed with k = 6); with the 12 in, the mean would be 18.9 and the drop too small.
     split = {20: (7, 6, 7), 12: (4, 4, 4), 14: (5, 4, 5)}
     rows = [(1, 20), (2, 20), (3, 20), (4, 20), (5, 12), (6, 20), (7, 20), (8, 14)]
     sessions = [
@@ -132,12 +152,15 @@ def test_a_stricter_z_needs_a_bigger_drop(bundled):
 def test_a_drop_is_judged_against_the_error_of_one_score_minus_a_mean_of_k(bundled):
     total = bundled.total
     # One score against the mean of k: SE = SEM * sqrt(1 + 1/k); k = 1 is Jacobson & Truax's.
-    assert math.isclose(total.drop_threshold(2.65, 4), 2.65 * total.sem * math.sqrt(1.25))
+    assert math.isclose(total.drop_threshold(2.8, 4), 2.8 * total.sem * math.sqrt(1.25))
     assert math.isclose(total.drop_threshold(1.96, 1), total.reliable_change(1.96))
-    assert total.drop_threshold(2.65, 8) < total.drop_threshold(2.65, 3)
-    with pytest.raises(ValueError):
-        total.drop_threshold(2.65, 0)
-    # 5.3 below a mean of 3 sessions is not beyond error (5.40 needed); after 8 it is (4.96).
+    assert total.drop_threshold(2.8, 8) < total.drop_threshold(2.8, 3)
+    # The mean of two low sessions against a mean of k: SE = SEM * sqrt(1/2 + 1/k).
+    assert math.isclose(total.drop_threshold(2.8, 4, 2), 2.8 * total.sem * math.sqrt(0.75))
+    for k, m in ((0, 1), (4, 0)):
+        with pytest.raises(ValueError):
+            total.drop_threshold(2.8, k, m)
+    # 5.3 below a mean of 3 sessions is not beyond error (5.70 needed); after 8 it is (5.24).
     split = {20: (7, 6, 7), 14.7: (5, 4.7, 5)}
     early = [(n, 20) for n in range(1, 4)] + [(4, 14.7)]
     late = [(n, 20) for n in range(1, 9)] + [(9, 14.7)]

@@ -4,8 +4,11 @@ A refusal is InvalidSignatureError (401) or InvalidPayloadError (400); anything 
 reach the view as a 500, which makes platforms retry a delivery that can never succeed.
 """
 
+import json
 from datetime import UTC, datetime
+from importlib import resources
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +20,7 @@ from tests.support.payloads import (
     replace_somewhere,
 )
 from tests.support.zoom_api import ZOOM_SECRETS, zoom_payload
-from webhooks import standard, zoom
+from webhooks import standard, validation, zoom
 from webhooks.errors import InvalidPayloadError, InvalidSignatureError
 from webhooks.events import Ignored, SessionEnded, Uninstalled, UrlValidation
 
@@ -90,3 +93,32 @@ def test_standard_parse_refuses_any_field_value_cleanly(sample, path, value):
 )
 def test_zoom_parse_refuses_any_field_value_cleanly(sample, path, value):
     parses_or_refuses(zoom, replace_somewhere(zoom_payload(sample), path, value))
+
+
+STANDARD_SAMPLES = ("session_ended.json", "session_ended_minimal.json", "app_uninstalled.json")
+ZOOM_SAMPLES = ("meeting_ended.json", "app_deauthorized.json", "url_validation.json")
+SCHEMAS = sorted(path.name for path in resources.files("webhooks").joinpath("schemas").iterdir())
+
+
+@settings(max_examples=300, derandomize=True)
+@given(
+    sample=st.sampled_from(["webhooks/session_ended.json", "webhooks/app_uninstalled.json"]),
+    path=st.sampled_from(STANDARD_PATHS + ZOOM_PATHS),
+    value=JSON_VALUES,
+    schema=st.sampled_from(SCHEMAS),
+)
+def test_the_fast_check_never_accepts_what_jsonschema_refuses(sample, path, value, schema):
+    """jsonschema-rs answers for valid bodies alone: its yes must be jsonschema's yes too."""
+    document = json.loads(replace_somewhere(load_json(sample), path, value))
+    if validation.is_valid(document, schema):
+        assert validation.violation(document, schema) is None
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_the_fast_check_accepts_what_jsonschema_accepts_in_the_samples(schema):
+    """The fast path is taken for the bodies platforms really send (else it saves nothing)."""
+    samples = [load_json(f"webhooks/{name}") for name in STANDARD_SAMPLES]
+    samples += [zoom_payload(name) for name in ZOOM_SAMPLES]
+    valid = [doc for doc in samples if validation.violation(doc, schema) is None]
+    assert valid
+    assert all(validation.is_valid(doc, schema) for doc in valid)

@@ -169,6 +169,7 @@ const RESOURCE_TYPES = [
   'Practitioner',
   'PractitionerRole',
   'Appointment',
+  'Consent',
   'Encounter',
   'Questionnaire',
   'QuestionnaireResponse',
