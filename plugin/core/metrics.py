@@ -20,7 +20,7 @@ series is bounded whatever arrives.
 
 import hmac
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session
 
 from plugin.core.db import database
 from plugin.core.errors import problem
@@ -103,7 +103,7 @@ def count_ehr_write(outcome: str) -> None:
 class QueueCollector(Collector):
     """Read each queue's depth and the lag of its oldest due row from the database."""
 
-    def __init__(self, sessions: sessionmaker, now: datetime) -> None:
+    def __init__(self, sessions: Callable[[], Session], now: datetime) -> None:
         self.sessions = sessions
         self.now = now
 
@@ -137,7 +137,7 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def scrape(sessions: sessionmaker, now: datetime) -> bytes:
+def scrape(sessions: Callable[[], Session], now: datetime) -> bytes:
     """Return the exposition text: counters (every process's, in multiprocess mode) and queues."""
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -168,7 +168,8 @@ def metrics() -> Response:
         response = problem(401, "Unauthorized", "A valid bearer token is required.")
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics", error="invalid_token"'
         return response
-    body = scrape(database().sessions, datetime.now(UTC))
+    # Reads only: on SQLite a scrape takes no write lock, so it never holds a webhook up.
+    body = scrape(database().readonly, datetime.now(UTC))
     return Response(body, mimetype=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
 
