@@ -13,7 +13,7 @@ CATALOGUES := $(patsubst %.po,%.mo,$(wildcard plugin/translations/*/LC_MESSAGES/
 PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host --resolver=backtracking
 
-.PHONY: run test lint bench lock clean
+.PHONY: run test lint bench soak lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,16 @@ bench: $(TEST_STAMP) $(CATALOGUES)
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.launch
 	$(BIN)/python -m bench.ruptures
+
+## soak: 2 web + 2 workers on PostgreSQL, SOAK_SESSIONS (1000) sessions answered, a web and a
+##       worker killed -9 and the FHIR server down for a minute; prints acknowledged, invited,
+##       answered, written, lost, duplicates; exits non-zero on a missed goal (<= 10 minutes).
+##       Its own database (SOAK_DATABASE, default alliance_soak) on the server of
+##       ALLIANCE_TEST_DATABASE_URL (else postgres@127.0.0.1:5432), made afresh and dropped.
+SOAK_SESSIONS ?= 1000
+soak: $(TEST_STAMP) $(CATALOGUES)
+	$(BIN)/python -c "from tests.support.fhir_server import ensure_installed; ensure_installed()"
+	$(BIN)/python -m bench.soak --sessions $(SOAK_SESSIONS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info build

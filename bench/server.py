@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,8 +101,8 @@ def prepare_instance(path: Path, database_url: str, account_id: str) -> Instance
 
 
 @contextmanager
-def postgres_database(url: str) -> Iterator[str]:
-    """Create the dedicated database alliance_bench on `url`'s server, yield its URL, drop it.
+def postgres_database(url: str, database: str = BENCH_DATABASE) -> Iterator[str]:
+    """Create the dedicated `database` (alliance_bench) on `url`'s server, yield its URL, drop it.
 
     Only the server, user and password of `url` are used: the database it names (e.g. the
     test database) is never touched.
@@ -112,12 +112,12 @@ def postgres_database(url: str) -> Iterator[str]:
     admin = server.set(drivername="postgresql", database="postgres").render_as_string(
         hide_password=False
     )
-    name = sql.Identifier(BENCH_DATABASE)
+    name = sql.Identifier(database)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
     try:
-        yield server.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+        yield server.set(database=database).render_as_string(hide_password=False)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
@@ -260,20 +260,22 @@ class Gunicorn:
             self.process.kill()
             self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
 
+    def kill(self) -> list[int]:
+        """Kill -9 the master and its workers at once, as a crash would; return their pids."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        pids = [self.process.pid, *children(self.process.pid)]
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        return pids
+
     def cpu_seconds(self) -> float | None:
         """Return user+system CPU seconds of the master and its workers so far (Linux only)."""
         if self.process is None:
             return None
-        pids = [self.process.pid, *_children(self.process.pid)]
-        total = 0.0
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                return None
-            # After the ")" closing the command name: utime and stime are fields 12 and 13.
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        return cpu_seconds([self.process.pid, *children(self.process.pid)])
 
     def __enter__(self) -> "Gunicorn":
         """Start on entry."""
@@ -283,6 +285,55 @@ class Gunicorn:
     def __exit__(self, *_exc: object) -> None:
         """Always stop on exit."""
         self.stop()
+
+
+class Worker:
+    """One `alliance-check worker` process on the instance, which can be killed and restarted."""
+
+    def __init__(self, instance: Instance, name: str) -> None:
+        """Remember where it runs; start() launches it."""
+        self.instance, self.name = instance, name
+        self.process = None
+
+    def start(self) -> None:
+        """Start the worker, its output appended to <instance>/<name>.log."""
+        with (self.instance.path / f"{self.name}.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "plugin.cli", "worker"],
+                cwd=ROOT,
+                env=self.instance.env(),
+                stdout=log,
+                stderr=log,
+            )
+
+    def kill(self) -> int:
+        """Kill -9 the worker, as a crash would; return its pid."""
+        self.process.kill()
+        self.process.wait(timeout=15)
+        return self.process.pid
+
+    def stop(self) -> None:
+        """Stop it gently (the scheduler finishes its tick)."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+
+
+def cpu_seconds(pids: list[int]) -> float | None:
+    """Return user+system CPU seconds the processes used so far; None if one is gone (Linux)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        # After the ")" closing the command name: utime and stime are fields 12 and 13.
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def machine_busy_seconds() -> float | None:
@@ -307,18 +358,30 @@ def _process_stats() -> Iterator[tuple[int, str]]:
             continue
 
 
-def postgres_cpu_seconds() -> float:
-    """Return CPU seconds used so far by the running PostgreSQL server processes (Linux only)."""
+def postgres_cpu_seconds(database: str | None = None) -> float:
+    """Return CPU seconds used so far by the running PostgreSQL server processes (Linux only).
+
+    With `database`, only the backends serving it (named in their title, "postgres: ... user
+    database host"), so that other work on a shared server is left out.
+    """
     total = 0.0
-    for _pid, stat in _process_stats():
+    for pid, stat in _process_stats():
         command, _, rest = stat.partition(" (")[2].rpartition(")")
-        if command == "postgres":
-            fields = rest.split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if command != "postgres":
+            continue
+        if database is not None:
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if database not in title.split():
+                continue
+        fields = rest.split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     """Return the pids whose parent is `pid`, from /proc."""
     return [
         child for child, stat in _process_stats() if int(stat.rsplit(")", 1)[1].split()[1]) == pid

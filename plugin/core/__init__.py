@@ -4,8 +4,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Bind the database, the vault, the error pages, translations, HTTPS headers, body limits."""
-    from plugin.core import body_limit, crypto, db, errors, https, i18n, slow_clients
+    """Bind the database, the vault, errors, translations, HTTPS headers, /metrics, body limits."""
+    from plugin.core import body_limit, crypto, db, errors, https, i18n, metrics, slow_clients
 
     for part in (
         db,
@@ -13,6 +13,7 @@ def init_app(app: Flask) -> None:
         errors,
         i18n,
         https,
+        metrics,
         # Innermost first: the stall timeout must wrap the body before the limit reads it.
         body_limit,
         slow_clients,

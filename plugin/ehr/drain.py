@@ -10,6 +10,7 @@ from sqlalchemy.orm import sessionmaker
 from fhir_mappings.instrument import load_bundled
 from fhir_mappings.model import Instrument
 from plugin.core.crypto import Vault
+from plugin.core.metrics import count_ehr_write
 from plugin.core.models import EhrWrite, Practice, WriteStatus
 from plugin.core.queue import drain, retry_at
 from plugin.ehr.errors import FhirError
@@ -80,6 +81,7 @@ def _write(write: EhrWrite, writer_for, vault: Vault, settings, now, instruments
         if not isinstance(exc, FhirError):
             exc = FhirError(f"internal error ({type(exc).__name__})", retryable=True)
         _record_failure(write, exc, vault, settings, now)
+        count_ehr_write("dead" if write.status == WriteStatus.DEAD else "retry")
         log.warning(
             "ehr_write.failed",
             extra={"ehr_write_id": write.id, "reason": exc.reason, "status": write.status},
@@ -89,6 +91,7 @@ def _write(write: EhrWrite, writer_for, vault: Vault, settings, now, instruments
     write.path = path
     write.flag_note = note
     write.done_at = now
+    count_ehr_write("written")
     # The EHR is now the record; keep no copy of the answers here.
     write.bundle = None
     # Not the flag note: whether a client's alliance dropped is for their therapist, and logs

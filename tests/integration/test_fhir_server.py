@@ -589,6 +589,27 @@ def test_an_outage_can_target_one_method_and_path(fhir):
     assert fhir.stats()["resources"] == {"QuestionnaireResponse": 1, "Observation": 4}
 
 
+def test_a_server_gone_down_refuses_connections_then_comes_back_with_its_data(fhir):
+    assert post(fhir, "/", transaction()).status_code == 200
+    fhir.go_down(1.5)
+    time.sleep(0.2)
+    with pytest.raises(requests.ConnectionError):
+        get(fhir, "/metadata")
+    time.sleep(1.8)
+    assert get(fhir, "/metadata").status_code == 200
+    assert fhir.stats()["resources"] == {"QuestionnaireResponse": 1, "Observation": 4}
+
+
+def test_resources_repeating_an_identifier_are_counted_as_duplicates(fhir):
+    assert post(fhir, "/", transaction()).status_code == 200
+    assert post(fhir, "/", transaction()).status_code == 200  # conditional: nothing new
+    assert fhir.stats()["duplicates"] == {}
+    again = observation()
+    for _ in range(3):  # a plain create, not conditional, three times
+        assert post(fhir, "/Observation", again).status_code == 201
+    assert fhir.stats()["duplicates"] == {"Observation": 2}
+
+
 # -- bearer tokens --------------------------------------------------------------------------
 
 ISSUER = "https://auth.ehr.example"

@@ -112,8 +112,12 @@ class FhirServer:
         """Forget all resources, counters, injected failures and token state."""
         return self.control(reset=True)
 
+    def go_down(self, seconds: float) -> dict:
+        """Stop listening and drop every connection for `seconds`, keeping what is stored."""
+        return self.control(down=seconds)
+
     def stats(self) -> dict:
-        """Return {"requests", "responses", "log", "resources", "pendingFailures"}."""
+        """Return {"requests", "responses", "log", "resources", "duplicates", "pendingFailures"}."""
         return self._control("GET", "/__control/stats")
 
     def log(self) -> str:

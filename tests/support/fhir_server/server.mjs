@@ -659,6 +659,30 @@ class StrictRepository extends MemoryRepository {
     }
     return counts;
   }
+
+  /**
+   * Per type, how many stored resources repeat an identifier (system|value) an earlier one of
+   * that type already has: what a write that is not idempotent leaves behind.
+   */
+  duplicates() {
+    const duplicates = {};
+    for (const [type, byId] of this.resources) {
+      const seen = new Set();
+      let repeats = 0;
+      for (const resource of byId.values()) {
+        // QuestionnaireResponse has one identifier; most types have a list.
+        const keys = [resource.identifier ?? []].flat().map((id) => `${id.system ?? ''}|${id.value ?? ''}`);
+        if (keys.some((key) => seen.has(key))) {
+          repeats += 1;
+        }
+        keys.forEach((key) => seen.add(key));
+      }
+      if (repeats) {
+        duplicates[type] = repeats;
+      }
+    }
+    return duplicates;
+  }
 }
 
 function notSupported(text) {
@@ -913,7 +937,8 @@ function resetAll() {
 
 function handleControl(req, res, body, pathname) {
   if (req.method === 'GET' && pathname === '/__control/stats') {
-    return send(res, 200, { ...stats, resources: repo.counts(), pendingFailures: control.fail }, 'application/json');
+    const figures = { resources: repo.counts(), duplicates: repo.duplicates(), pendingFailures: control.fail };
+    return send(res, 200, { ...stats, ...figures }, 'application/json');
   }
   if (req.method !== 'POST' || pathname !== '/__control') {
     return send(res, 404, outcome('not-found', [issue('not-found', 'Unknown control endpoint')]));
@@ -935,6 +960,10 @@ function handleControl(req, res, body, pathname) {
       method: command.method,
       path: command.path,
     });
+  }
+  if (command.down !== undefined) {
+    goDown(Number(command.down), res);
+    return 200;
   }
   if (command.expireTokens) {
     for (const token of tokens.seen) {
@@ -1194,6 +1223,21 @@ server.listen(opts.port, '127.0.0.1', () => {
     console.error('value sets not fully checked:', [...unchecked.keys()].join(', '));
   }
 });
+
+/**
+ * Be down for `seconds`, as a stopped server is: answer this control request, then stop
+ * listening and drop every open connection (requests in flight get a reset), then listen on the
+ * same port again. What is stored survives, as an EHR's database survives its restart.
+ */
+function goDown(seconds, res) {
+  const { port } = server.address();
+  send(res, 200, { ok: true, down: seconds }, 'application/json');
+  res.on('finish', () => {
+    server.close();
+    server.closeAllConnections();
+    setTimeout(() => server.listen(port, '127.0.0.1'), seconds * 1000);
+  });
+}
 
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => {
