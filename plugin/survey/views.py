@@ -16,6 +16,7 @@ from plugin.core.db import get_session, read_only
 from plugin.core.errors import page, private_page_headers
 from plugin.core.i18n import N_, current_language, use_language
 from plugin.core.models import EhrWrite, Invitation, InvitationStatus
+from plugin.core.queue import LEASE
 from plugin.delivery.unsubscribe import unsubscribe_link
 from plugin.survey.instruments import instrument_for
 
@@ -58,6 +59,24 @@ def _translated(message: str) -> str:
 
 def _unavailable(invitation: Invitation | None, now: datetime) -> Response | None:
     """Return the page for a link that cannot be answered, or None if it can."""
+    if (
+        invitation is not None
+        and invitation.status == InvitationStatus.PENDING
+        and invitation.token is not None
+    ):
+        # The link is fixed when a worker claims the row, before the send: a worker that died
+        # after sending leaves it pending until the lease runs out and the same link is sent
+        # again. The client holds a good link, so tell them to come back, not that it is wrong.
+        response = page(
+            503,
+            "gone.html",
+            title=gettext("Almost ready"),
+            message=gettext(
+                "This questionnaire is not open yet. Please try again in a few minutes."
+            ),
+        )
+        response.headers["Retry-After"] = str(int(LEASE.total_seconds()))
+        return response
     if invitation is None or invitation.status not in (
         InvitationStatus.SENT,
         InvitationStatus.ANSWERED,

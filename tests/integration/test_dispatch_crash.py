@@ -62,9 +62,16 @@ def test_a_crash_between_send_and_commit_costs_one_repeat_with_the_same_link(
 
     with pytest.raises(Crash):
         _dispatch(app, channel, now)
-    crashed = channel.sent[1][0]
+    crashed, crashed_link = channel.sent[1]
     # While the lease holds, the claimed rows are left alone: no second worker sends them.
     assert _dispatch(app, channel, now + LEASE / 2) == 0
+    # A client who clicks the link that left just before the crash is told to come back
+    # (the same link will work), not that it is wrong.
+    waiting = client.get(f"/q/{LINK.search(crashed_link).group(1)}")
+    assert waiting.status_code == 503
+    assert waiting.headers["Retry-After"] == str(int(LEASE.total_seconds()))
+    assert b"try again in a few minutes" in waiting.data
+    assert b"not valid" not in waiting.data
     assert _dispatch(app, channel, now + LEASE + timedelta(seconds=1)) == 9
 
     by_invitation: dict[str, list[str]] = {}
